@@ -1,0 +1,244 @@
+"""The NAS-Bench-201 topology network in Flax, with the cell passed as data.
+
+Macro skeleton (Dong & Yang, ICLR 2020, ``TinyNetwork``): stem conv3x3 (C=16) + BN; three stages of N=5
+cells at C = 16/32/64 with a residual reduction block (ResNet basic block, stride 2) between stages;
+final BN, ReLU, global average pool, linear head (10/100/120 classes).
+
+Every edge of every cell holds the parameters of both of its convolutions; the cell's ``(6,)`` op array
+selects the op of each edge (see :class:`Edge`), so one compiled function runs any of the 15,625 cells. The parameters of ops a cell does not use are simply never read; :func:`param_mask` tells
+which are used, and :func:`param_count` counts them the way NB201 counts a network's parameters.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jzcp.networks.layers import (
+    BatchNorm,
+    ReLUConvBN,
+    avg_pool_3x3,
+    batch_norm,
+    conv,
+    conv2d,
+    init_scheme,
+)
+from jzcp.spaces import nb201 as space
+
+
+@dataclass(frozen=True)
+class NB201Config:
+    """Network hyper-parameters. The defaults are NAS-Bench-201's CIFAR-10 network.
+
+    ``init``: ``"pytorch"`` (torch defaults, the ICLR'21 proxy protocol) or ``"kaiming_fan_out"`` (EZNAS).
+    ``batch_norm``: False turns every BatchNorm into the identity (same parameters), as the BN-free
+    network copies of some proxies need.
+    """
+
+    channels: int = 16
+    cells_per_stage: int = 5
+    num_classes: int = 10
+    init: str = "pytorch"
+    batch_norm: bool = True
+
+    def __post_init__(self):
+        init_scheme(self.init)  # fail early on an unknown scheme
+        if self.channels < 1 or self.cells_per_stage < 1 or self.num_classes < 1:
+            raise ValueError(f"invalid NB201Config {self}")
+
+
+class ConvBNParams(nn.Module):
+    """Parameters of one ReLU-Conv-BN op of an edge: conv ``kernel`` (k, k, C, C), BN ``scale``, ``bias`` (C,)."""
+
+    features: int
+    kernel: int
+    weight_init: str
+
+    @nn.compact
+    def __call__(self, in_features: int):
+        k = self.kernel
+        kernel = self.param("kernel", init_scheme(self.weight_init).conv, (k, k, in_features, self.features))
+        scale = self.param("scale", nn.initializers.ones, (self.features,))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        return kernel, scale, bias
+
+
+class Edge(nn.Module):
+    """One cell edge: op ``op`` (int scalar) applied to ``x`` (B, H, W, C).
+
+    With a traced ``op`` every op is computed and the chosen one selected -- no conditionals: XLA's CPU
+    backend runs convolution gradients inside ``lax.switch`` branches ~25x slower than outside, and
+    selects keep the network ``vmap``-able over architectures. The two convolutions share one conv call:
+    conv1x1 is conv3x3 with its kernel zero-padded to 3x3 (exactly the same sum), so an edge costs one
+    conv3x3 whatever its op. With a concrete (Python/NumPy) ``op`` only the chosen op is built, which
+    gives the plain network of one cell (used to extract computation graphs).
+    """
+
+    channels: int
+    weight_init: str
+    batch_norm: bool
+
+    @nn.compact
+    def __call__(self, x: jax.Array, op) -> jax.Array:
+        c = x.shape[-1]
+        k1, s1, b1 = ConvBNParams(self.channels, 1, self.weight_init, name="conv1x1")(c)
+        k3, s3, b3 = ConvBNParams(self.channels, 3, self.weight_init, name="conv3x3")(c)
+        if not isinstance(op, jax.core.Tracer):  # one concrete cell: build only its op
+            op = int(op)
+            if op == space.NONE:
+                return jnp.zeros_like(x)
+            if op == space.SKIP:
+                return x
+            if op == space.AVGPOOL:
+                return avg_pool_3x3(x)
+            k, s, b = (k1, s1, b1) if op == space.CONV1X1 else (k3, s3, b3)
+            return batch_norm(conv2d(nn.relu(x), k), s, b, self.batch_norm)
+        is1, is3 = op == space.CONV1X1, op == space.CONV3X3
+        kernel = jnp.where(is3, k3, jnp.where(is1, jnp.pad(k1, ((1, 1), (1, 1), (0, 0), (0, 0))), 0.0))
+        y = batch_norm(conv2d(nn.relu(x), kernel), jnp.where(is3, s3, s1), jnp.where(is3, b3, b1), self.batch_norm)
+        choices = (jnp.zeros_like(x), x, y, y, avg_pool_3x3(x))
+        return jnp.select([op == i for i in range(space.NUM_OPS)], choices)
+
+
+class Cell(nn.Module):
+    """NB201 cell: node j = sum over i < j of edge (i, j) applied to node i; output = node 3."""
+
+    channels: int
+    weight_init: str
+    batch_norm: bool
+
+    @nn.compact
+    def __call__(self, x: jax.Array, ops: jax.Array) -> jax.Array:
+        nodes = [x]
+        for j in range(1, space.NUM_NODES):
+            inputs = [
+                Edge(self.channels, self.weight_init, self.batch_norm, name=f"edge{e}")(nodes[i], ops[e])
+                for e, (i, jj) in enumerate(space.EDGES)
+                if jj == j
+            ]
+            nodes.append(sum(inputs[1:], inputs[0]))
+        return nodes[-1]
+
+
+class ResidualReduction(nn.Module):
+    """ResNet basic block with stride 2 between stages (no ReLU after the sum, as in NB201)."""
+
+    channels: int
+    weight_init: str
+    batch_norm: bool
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        branch = ReLUConvBN(self.channels, 3, 2, self.weight_init, self.batch_norm, name="conv_a")(x)
+        branch = ReLUConvBN(self.channels, 3, 1, self.weight_init, self.batch_norm, name="conv_b")(branch)
+        shortcut = nn.avg_pool(x, (2, 2), strides=(2, 2))
+        shortcut = conv(self.channels, 1, 1, init_scheme(self.weight_init), name="downsample")(shortcut)
+        return shortcut + branch
+
+
+class NB201Network(nn.Module):
+    """``__call__(x, ops)``: images (B, H, W, 3) float, ops (6,) int -> logits (B, num_classes)."""
+
+    config: NB201Config = NB201Config()
+
+    @nn.compact
+    def __call__(self, x: jax.Array, ops: jax.Array) -> jax.Array:
+        cfg = self.config
+        scheme = init_scheme(cfg.init)
+        x = conv(cfg.channels, 3, 1, scheme, name="stem_conv")(x)
+        x = BatchNorm(cfg.batch_norm, name="stem_bn")(x)
+        for stage in range(3):
+            c = cfg.channels * 2**stage
+            if stage:
+                x = ResidualReduction(c, cfg.init, cfg.batch_norm, name=f"reduce{stage}")(x)
+            for i in range(cfg.cells_per_stage):
+                x = Cell(c, cfg.init, cfg.batch_norm, name=f"stage{stage}_cell{i}")(x, ops)
+        x = nn.relu(BatchNorm(cfg.batch_norm, name="final_bn")(x))
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(
+            cfg.num_classes,
+            kernel_init=scheme.dense_kernel,
+            bias_init=scheme.dense_bias(x.shape[-1]),
+            name="head",
+        )(x)
+
+
+# --- functional API ----------------------------------------------------------------------------------------
+
+
+def init(key: jax.Array, config: NB201Config = NB201Config(), image_shape=(32, 32, 3)):
+    """Parameters of the super-network: every edge's conv1x1 and conv3x3 (any cell's weights are a subset)."""
+    x = jnp.zeros((2, *image_shape), jnp.float32)
+    return _init_fn(config)(key, x, jnp.zeros(space.NUM_EDGES, jnp.int32))["params"]
+
+
+@functools.lru_cache(maxsize=None)
+def _init_fn(config: NB201Config):
+    return jax.jit(NB201Network(config).init)
+
+
+@functools.lru_cache(maxsize=None)
+def apply_fn(config: NB201Config = NB201Config()):
+    """The jitted ``apply(params, x, ops) -> logits`` of a config: one compilation per input shape.
+
+    Cached per config, so every caller shares the same compiled function.
+    """
+    module = NB201Network(config)
+
+    def apply(params, x: jax.Array, ops: jax.Array) -> jax.Array:
+        return module.apply({"params": params}, x, jnp.asarray(ops, jnp.int32))
+
+    return apply
+
+
+def _edge_op_of_path(path) -> tuple[int, int] | None:
+    """(edge, op id) the parameter at ``path`` belongs to, or None for parameters every cell uses."""
+    names = [getattr(k, "key", str(k)) for k in path]
+    for a, b in zip(names, names[1:]):
+        if a.startswith("edge") and b in ("conv1x1", "conv3x3"):
+            return int(a[4:]), space.CONV1X1 if b == "conv1x1" else space.CONV3X3
+    return None
+
+
+def param_mask(params, ops: jax.Array):
+    """Pytree like ``params`` of scalar bools: does the cell ``ops`` (6,) use this parameter?
+
+    Parameters of ops the cell does not contain are unused. Ops on unreachable branches *are* used
+    (they exist in the NB201 network, as in the reference PyTorch models). Jittable.
+    """
+    ops = jnp.asarray(ops)
+
+    def used(path, leaf):
+        owner = _edge_op_of_path(path)
+        return jnp.bool_(True) if owner is None else ops[owner[0]] == owner[1]
+
+    return jax.tree_util.tree_map_with_path(used, params)
+
+
+@functools.lru_cache(maxsize=None)
+def _count_table(config: NB201Config):
+    """(base count shared by all cells, (6, 5) count added by op o on edge e)."""
+    shapes = jax.eval_shape(lambda k: init(k, config), jax.random.key(0))
+    base, per_op = 0, np.zeros((space.NUM_EDGES, space.NUM_OPS), np.int64)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]:
+        owner = _edge_op_of_path(path)
+        n = int(np.prod(leaf.shape))
+        if owner is None:
+            base += n
+        else:
+            per_op[owner] += n
+    return base, per_op
+
+
+def param_count(ops, config: NB201Config = NB201Config()) -> np.ndarray:
+    """Parameters of the network of cell(s) ``ops`` (..., 6), counting only the ops the cell uses.
+
+    Equals NAS-Bench-201's ``params`` (in units, not millions) for every cell.
+    """
+    base, per_op = _count_table(config)
+    ops = np.asarray(ops)
+    return base + per_op[np.arange(space.NUM_EDGES), ops].sum(-1)
