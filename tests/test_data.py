@@ -9,6 +9,7 @@ import pytest
 
 from jzcp import data
 from jzcp.data import DataError
+from jzcp.spaces import nb201 as nb201_space
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -183,7 +184,7 @@ def test_nb201_shapes_and_optimum(data_dir):
 def test_naslib_conversion_matches_ground_truth(data_dir):
     gt = data.load_nb201(data_dir)
     assert np.array_equal(data.nb201_ops_from_naslib(gt.op_idx_naslib), gt.op_idx)
-    assert data.nb201_ops_from_arch_str(str(gt.arch_str[0])) == tuple(gt.op_idx[0])
+    assert tuple(nb201_space.parse(str(gt.arch_str[0]))) == tuple(gt.op_idx[0])
 
 
 def test_nb201_proxies(data_dir):
@@ -245,7 +246,7 @@ def test_naslib_nb201_matches_nbszpre(data_dir):
     gt = data.load_nb201(data_dir)
     sub = data.load_naslib_zc("nb201", "cifar10", source_blob="01f0f4ac", data_dir=data_dir)
     pre = data.load_nb201_proxies("c10", "nbszpre", data_dir)
-    idx = np.array([gt.index_of(data._nb201_arch_str(o)) for o in data.nb201_ops_from_naslib(sub.arch_array())])
+    idx = np.array([gt.index_of(nb201_space.format(o)) for o in data.nb201_ops_from_naslib(sub.arch_array())])
     assert pre.mask[idx].all() and pre.mask.sum() == len(sub)
     np.testing.assert_allclose(sub.val_accuracy, pre.accuracy[idx])
     np.testing.assert_allclose(sub.proxy("params"), pre.proxy("params")[idx])
