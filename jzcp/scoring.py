@@ -1,0 +1,243 @@
+"""``jzcp score``: score architectures with zero-cost proxies, resumably, and correlate with ground truth.
+
+Output directory layout (``--out DIR``):
+
+* ``protocol.json`` -- every knob that changes a score (space, dataset, proxies, batch size, seed, init, input, ...).
+  A rerun with the same ``--out`` must use the same protocol; it then skips architectures already in the CSV.
+* ``scores.csv`` -- one row per architecture: ``arch`` (the space's string form), the ground-truth targets, and one
+  column per proxy (NaN where a proxy produced NaN/Inf). Rows are appended and flushed as they are computed, so an
+  interrupted run loses at most the architecture in flight.
+* ``correlations.json`` -- Spearman rho / Kendall tau-b (NaNs omitted) of each proxy against each target, with ``n``.
+* ``plots/<proxy>.png`` -- score rank vs accuracy, one per proxy.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+# NB201 targets reported for each dataset (first = headline target), see ../shared/data/README.md.
+NB201_TARGETS = {
+    "cifar10": ("c10valid_test", "c10valid_val", "c10_test"),
+    "cifar100": ("c100_test", "c100_val_naslib1seed"),
+    "imagenet16-120": ("in16_test", "in16_val_naslib1seed"),
+}
+
+
+def add_score_arguments(p) -> None:
+    p.add_argument("--space", default="nb201", choices=["nb201"], help="search space (default nb201)")
+    p.add_argument("--dataset", default="cifar10", help="cifar10 | cifar100 | ImageNet16-120 (16x16 CIFAR-10 stand-in)")
+    p.add_argument("--proxies", default="all", help="'all' or comma-separated names (see --list-proxies)")
+    p.add_argument("--archs", default="sample:100", help="'all', 'sample:N' (seeded by --arch-seed) or a file of arch strings, one per line")
+    p.add_argument("--arch-seed", type=int, default=0, help="seed of the sample:N draw (default 0)")
+    p.add_argument("--batch-size", type=int, default=64, help="minibatch size (default 64, the ICLR'21 protocol)")
+    p.add_argument("--seed", type=int, default=42, help="seed of the minibatch and the weight init (default 42)")
+    p.add_argument("--init", default="pytorch", choices=["pytorch", "kaiming_fan_out"], help="weight init scheme")
+    p.add_argument("--input", default="data", choices=["data", "noise"], help="real images or Gaussian noise")
+    p.add_argument("--synflow-float64", action="store_true", help="compute synflow in float64 (as the references)")
+    p.add_argument("--out", default="results/score", help="output directory (rerun with the same one to resume)")
+    p.add_argument("--list-proxies", action="store_true", help="list the available proxies and exit")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG scatter plots")
+
+
+def select_archs(spec: str, arch_seed: int, all_archs: np.ndarray) -> np.ndarray:
+    """Indices into ``all_archs`` (the ground-truth order) chosen by ``all`` / ``sample:N`` / a file of arch strings."""
+    n = len(all_archs)
+    if spec == "all":
+        return np.arange(n)
+    if spec.startswith("sample:"):
+        try:
+            k = int(spec.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(f"--archs {spec!r}: expected sample:N with an integer N") from None
+        if not 0 < k <= n:
+            raise ValueError(f"--archs {spec!r}: N must be in 1..{n}")
+        return np.sort(np.random.default_rng(arch_seed).choice(n, k, replace=False))
+    path = Path(spec)
+    if not path.is_file():
+        raise ValueError(f"--archs {spec!r}: not 'all', not 'sample:N', and no such file")
+    lookup = {str(a): i for i, a in enumerate(all_archs)}
+    out = []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip().split(",")[0]
+        if not line or line.startswith("#") or line == "arch":
+            continue
+        from jzcp.spaces import nb201
+
+        try:
+            ops = nb201.parse(line)
+        except ValueError as e:
+            raise ValueError(f"{path}:{lineno}: {e}") from None
+        out.append(lookup[nb201.format(ops)])
+    if not out:
+        raise ValueError(f"--archs file {path} lists no architectures")
+    return np.asarray(out)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Everything that changes a score; stored as ``protocol.json`` next to the results."""
+
+    space: str
+    dataset: str
+    proxies: tuple[str, ...]
+    batch_size: int
+    seed: int
+    init: str
+    input: str
+    synflow_float64: bool
+    images: str  # which images were used (real / stand-in), from the data layer
+
+
+def _read_done(csv_path: Path) -> dict[str, dict[str, str]]:
+    if not csv_path.is_file():
+        return {}
+    with open(csv_path, newline="") as f:
+        return {row["arch"]: row for row in csv.DictReader(f)}
+
+
+def _check_protocol(out: Path, protocol: Protocol) -> None:
+    path = out / "protocol.json"
+    mine = json.loads(json.dumps(asdict(protocol)))
+    if path.is_file():
+        theirs = json.loads(path.read_text())
+        if theirs != mine:
+            diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
+            raise ValueError(f"{out} holds results of another protocol (differs in {diff}); use another --out")
+    else:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(mine, indent=1))
+        os.replace(tmp, path)
+
+
+def correlations(table: dict[str, np.ndarray], proxies, targets) -> dict:
+    """Spearman / Kendall (NaN omitted) of each proxy column against each target column."""
+    from jzcp import metrics
+
+    out = {}
+    for p in proxies:
+        out[p] = {}
+        for t in targets:
+            x, y = table[p], table[t]
+            ok = np.isfinite(x) & np.isfinite(y)
+            rho = float(metrics.spearman(x, y))
+            tau = float(metrics.kendall_tau(x, y))
+            out[p][t] = {"spearman": rho, "kendall": tau, "n": int(ok.sum()), "nan": int((~np.isfinite(x)).sum())}
+    return out
+
+
+def plot_scores(table: dict[str, np.ndarray], proxies, target: str, out_dir: Path, corr: dict, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy.stats import rankdata
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for p in proxies:
+        x, y = table[p], table[target]
+        ok = np.isfinite(x) & np.isfinite(y)
+        fig, ax = plt.subplots(figsize=(4.5, 3.6), dpi=120)
+        ax.scatter(rankdata(x[ok]), y[ok], s=4, alpha=0.5)
+        c = corr[p][target]
+        ax.set_title(f"{p} ({title})\nSpearman {c['spearman']:.3f}, Kendall {c['kendall']:.3f}, n={c['n']}", fontsize=8)
+        ax.set_xlabel(f"{p} score rank")
+        ax.set_ylabel(f"{target} accuracy (%)")
+        fig.tight_layout()
+        fig.savefig(out_dir / f"{p}.png")
+        plt.close(fig)
+
+
+def format_correlations(corr: dict, targets) -> str:
+    head = f"{'proxy':<12}" + "".join(f"{t + ' rho':>22}{'tau':>8}" for t in targets)
+    lines = [head, "-" * len(head)]
+    for p, row in corr.items():
+        lines.append(f"{p:<12}" + "".join(f"{row[t]['spearman']:>22.3f}{row[t]['kendall']:>8.3f}" for t in targets))
+    return "\n".join(lines)
+
+
+def run_score_command(args) -> int:
+    from tqdm import tqdm
+
+    from jzcp import data, proxies as proxy_lib
+    from jzcp.spaces import nb201
+
+    if args.list_proxies:
+        for name, info in proxy_lib.PROXIES.items():
+            print(f"{name:<12} {info.description}")
+        return 0
+    dataset = data.canonical_dataset(args.dataset)
+    names = proxy_lib.resolve_names(args.proxies)
+    gt = data.load_nb201(args.data_dir)
+    targets = NB201_TARGETS[dataset]
+    chosen = select_archs(args.archs, args.arch_seed, gt.arch_str)
+
+    batch = data.image_batch(dataset, args.batch_size, seed=args.seed, data_dir=args.data_dir)
+    config = proxy_lib.ProxyConfig(
+        batch_size=args.batch_size,
+        seed=args.seed,
+        init=args.init,
+        input=args.input,
+        synflow_float64=args.synflow_float64,
+    )
+    images = "stand-in: " + batch.preprocessing if batch.stand_in else batch.preprocessing
+    protocol = Protocol("nb201", dataset, tuple(names), args.batch_size, args.seed, args.init, args.input,
+                        args.synflow_float64, images)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_protocol(out, protocol)
+    csv_path = out / "scores.csv"
+    done = _read_done(csv_path)
+    todo = [i for i in chosen if str(gt.arch_str[i]) not in done]
+    columns = ["arch", "index", *targets, *names]
+    print(f"jzcp score: {len(chosen)} archs ({len(chosen) - len(todo)} already in {csv_path}), "
+          f"proxies {', '.join(names)}, {dataset} batch {args.batch_size}"
+          + (" [ImageNet16-120 = 16x16 CIFAR-10 STAND-IN]" if batch.stand_in else ""), file=sys.stderr)
+
+    nan_counts = {n: 0 for n in names}
+    if todo:
+        scorer = proxy_lib.nb201_scorer(names, config, num_classes=batch.num_classes,
+                                        image_shape=batch.images.shape[1:])
+        new_file = not csv_path.is_file()
+        with open(csv_path, "a", newline="") as f:
+            writer = csv.DictWriter(f, columns)
+            if new_file:
+                writer.writeheader()
+            t0 = time.time()
+            for i in tqdm(todo, desc="scoring", unit="arch", dynamic_ncols=True):
+                scores = scorer(gt.op_idx[i], batch.images, batch.labels)
+                row = {"arch": str(gt.arch_str[i]), "index": int(i)}
+                row.update({t: float(gt.target(t)[i]) for t in targets})
+                for n in names:
+                    v = float(scores[n])
+                    if not math.isfinite(v):
+                        nan_counts[n] += 1
+                        v = float("nan")
+                    row[n] = repr(v)
+                writer.writerow(row)
+                f.flush()
+            print(f"scored {len(todo)} archs in {time.time() - t0:.1f} s", file=sys.stderr)
+    for n, c in nan_counts.items():
+        if c:
+            print(f"warning: {n} gave NaN/Inf for {c} architecture(s); recorded as NaN", file=sys.stderr)
+
+    rows = _read_done(csv_path)
+    keep = [str(gt.arch_str[i]) for i in chosen]
+    table = {c: np.array([float(rows[a][c]) for a in keep]) for c in [*targets, *names]}
+    corr = correlations(table, names, targets)
+    report = {"protocol": asdict(protocol), "num_archs": len(keep), "correlations": corr}
+    tmp = out / "correlations.json.tmp"
+    tmp.write_text(json.dumps(report, indent=1))
+    os.replace(tmp, out / "correlations.json")
+    if not args.no_plots:
+        plot_scores(table, names, targets[0], out / "plots", corr, dataset)
+    print(format_correlations(corr, targets))
+    print(f"results in {out}/ (scores.csv, correlations.json{', plots/' if not args.no_plots else ''})")
+    return 0
