@@ -5,8 +5,12 @@ cells at C = 16/32/64 with a residual reduction block (ResNet basic block, strid
 final BN, ReLU, global average pool, linear head (10/100/120 classes).
 
 Every edge of every cell holds the parameters of both of its convolutions; the cell's ``(6,)`` op array
-selects the op of each edge (see :class:`Edge`), so one compiled function runs any of the 15,625 cells. The parameters of ops a cell does not use are simply never read; :func:`param_mask` tells
-which are used, and :func:`param_count` counts them the way NB201 counts a network's parameters.
+selects the op of each edge (see :class:`Edge`), so one compiled function runs any of the 15,625 cells. The
+parameters of ops a cell does not use are simply never read; :func:`param_mask` tells which are used, and
+:func:`param_count` counts them the way NB201 counts a network's parameters.
+
+The network follows the capture contract of :mod:`jzcp.networks.layers` (taps with liveness, perturbations,
+``kernel``-named weights, BN-free copy via ``batch_norm=False``), so every zero-cost proxy runs on it.
 """
 from __future__ import annotations
 
@@ -18,8 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jzcp.networks import layers
 from jzcp.networks.layers import (
     BatchNorm,
+    Dense,
     ReLUConvBN,
     avg_pool_3x3,
     batch_norm,
@@ -36,7 +42,9 @@ class NB201Config:
 
     ``init``: ``"pytorch"`` (torch defaults, the ICLR'21 proxy protocol) or ``"kaiming_fan_out"`` (EZNAS).
     ``batch_norm``: False turns every BatchNorm into the identity (same parameters), as the BN-free
-    network copies of some proxies need.
+    network copies of some proxies need. ``bn_batch_stats``: True (default) normalises with the batch's
+    statistics (PyTorch train mode, what every reference scores with); False is eval mode at init
+    (running mean 0, running variance 1).
     """
 
     channels: int = 16
@@ -44,6 +52,7 @@ class NB201Config:
     num_classes: int = 10
     init: str = "pytorch"
     batch_norm: bool = True
+    bn_batch_stats: bool = True
 
     def __post_init__(self):
         init_scheme(self.init)  # fail early on an unknown scheme
@@ -67,60 +76,118 @@ class ConvBNParams(nn.Module):
         return kernel, scale, bias
 
 
+# MeCo multiplicity of an edge's output per op (none, skip, conv1x1, conv3x3, pool): how many modules of the
+# reference PyTorch cell emit it (Identity; BatchNorm + Sequential + ReLUConvBN; AvgPool2d + POOLING).
+_OUTPUT_MODULES = np.array([0.0, 1.0, 3.0, 3.0, 2.0], np.float32)
+
+
 class Edge(nn.Module):
     """One cell edge: op ``op`` (int scalar) applied to ``x`` (B, H, W, C).
 
-    With a traced ``op`` every op is computed and the chosen one selected -- no conditionals: XLA's CPU
-    backend runs convolution gradients inside ``lax.switch`` branches ~25x slower than outside, and
-    selects keep the network ``vmap``-able over architectures. The two convolutions share one conv call:
-    conv1x1 is conv3x3 with its kernel zero-padded to 3x3 (exactly the same sum), so an edge costs one
-    conv3x3 whatever its op. With a concrete (Python/NumPy) ``op`` only the chosen op is built, which
-    gives the plain network of one cell (used to extract computation graphs).
+    With a traced ``op`` the ReLU-conv-BN runs under ``lax.cond`` (only when the op is a conv: convolutions
+    dominate the cost) and the chosen op's output is selected; the two convs share one conv call, conv1x1
+    being conv3x3 with its kernel zero-padded. Under ``vmap`` over architectures the cond becomes a select
+    and every op is computed. With a concrete (Python/NumPy) ``op`` only the chosen op is built, which gives
+    the plain network of one cell (used to extract computation graphs).
+
+    Capture taps (see :mod:`jzcp.networks.layers`) are recorded outside the cond, each with its liveness:
+    the ReLU, conv and BN of the conv ops are live only when ``op`` is a conv, the pool only when it is the
+    pool. The cond returns the conv output and BN variance it computed (zeros when not a conv).
     """
 
     channels: int
     weight_init: str
     batch_norm: bool
+    bn_batch_stats: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, op) -> jax.Array:
         c = x.shape[-1]
+        if c != self.channels:
+            raise ValueError(f"NB201 edge: input has {c} channels, expected {self.channels}")
         k1, s1, b1 = ConvBNParams(self.channels, 1, self.weight_init, name="conv1x1")(c)
         k3, s3, b3 = ConvBNParams(self.channels, 3, self.weight_init, name="conv3x3")(c)
         if not isinstance(op, jax.core.Tracer):  # one concrete cell: build only its op
-            op = int(op)
-            if op == space.NONE:
-                return jnp.zeros_like(x)
-            if op == space.SKIP:
-                return x
-            if op == space.AVGPOOL:
-                return avg_pool_3x3(x)
-            k, s, b = (k1, s1, b1) if op == space.CONV1X1 else (k3, s3, b3)
-            return batch_norm(conv2d(nn.relu(x), k), s, b, self.batch_norm)
+            return self._concrete(x, int(op), (k1, s1, b1), (k3, s3, b3))
+        bn_on, stats = self.batch_norm, self.bn_batch_stats
         is1, is3 = op == space.CONV1X1, op == space.CONV3X3
-        kernel = jnp.where(is3, k3, jnp.where(is1, jnp.pad(k1, ((1, 1), (1, 1), (0, 0), (0, 0))), 0.0))
-        y = batch_norm(conv2d(nn.relu(x), kernel), jnp.where(is3, s3, s1), jnp.where(is3, b3, b1), self.batch_norm)
-        choices = (jnp.zeros_like(x), x, y, y, avg_pool_3x3(x))
-        return jnp.select([op == i for i in range(space.NUM_OPS)], choices)
+        is_conv = is1 | is3
+        x_rcb = layers.rcb_input(self, x, live=is_conv)
+        p_out = layers.channel_perturbation(self, x)  # C_out == C_in in a cell
+
+        def conv_op(operands):
+            xr, p, kernel, scale, bias = operands
+            z = layers.apply_channel_perturbation(conv2d(nn.relu(xr), kernel), p)
+            var = layers._moments(z)[1] if bn_on else jnp.zeros((c,), z.dtype)
+            return batch_norm(z, scale, bias, bn_on, stats), z, var
+
+        def no_op(operands):
+            return jnp.zeros_like(x), jnp.zeros_like(x), jnp.zeros((c,), x.dtype)
+
+        # conv1x1 is conv3x3 with its kernel zero-padded (the same sums), so both share one conv.
+        kernel = jnp.where(is3, k3, jnp.pad(k1, ((1, 1), (1, 1), (0, 0), (0, 0))))
+        y_conv, z, var = jax.lax.cond(
+            is_conv, conv_op, no_op, (x_rcb, p_out, kernel, jnp.where(is3, s3, s1), jnp.where(is3, b3, b1)))
+        choices = (jnp.zeros_like(x), x, y_conv, y_conv, avg_pool_3x3(x))
+        y = jnp.select([op == i for i in range(space.NUM_OPS)], choices)
+
+        is_pool = op == space.AVGPOOL
+        live = is_conv.astype(jnp.float32)
+        hwc = float(np.prod(x.shape[1:]))
+        fan_in = jnp.where(op == space.CONV3X3, 9, 1) * c
+        layers.tap(self, "relu", layers.ReluTap(x, is_conv), layers.FlopsTap(live * hwc),
+                   layers.FeatureTap(nn.relu(x), live))
+        layers.conv_taps(self, z, fan_in, live=is_conv)
+        if bn_on:
+            layers.tap(self, "bn", layers.BNTap(var, jnp.float32(np.prod(x.shape[:-1])), is_conv),
+                       layers.FlopsTap(live * 2 * hwc))
+        layers.tap(self, "op", layers.FlopsTap(is_pool.astype(jnp.float32) * 9 * hwc),
+                   layers.FeatureTap(y, jnp.asarray(_OUTPUT_MODULES)[jnp.clip(op, 0, space.NUM_OPS - 1)]))
+        return y
+
+    def _concrete(self, x, op, p1, p3):
+        """The plain op of one cell, built with the tapped layer functions (every record live)."""
+        if op == space.NONE:
+            return jnp.zeros_like(x)
+        if op == space.SKIP:
+            layers.feature(self, x, 1.0, name="op")
+            return x
+        if op == space.AVGPOOL:
+            return layers.avg_pool(self, x, 3, 1, feature_weight=2.0, name="op")
+        kernel, scale, bias = p1 if op == space.CONV1X1 else p3
+        x = layers.rcb_input(self, x)
+        z = conv2d(layers.relu(self, x), kernel)
+        z = layers.apply_channel_perturbation(z, layers.channel_perturbation(self, z))
+        layers.conv_taps(self, z, int(np.prod(kernel.shape[:3])))
+        return layers.bn(self, z, scale, bias, self.batch_norm, self.bn_batch_stats, feature_weight=3.0)
 
 
 class Cell(nn.Module):
-    """NB201 cell: node j = sum over i < j of edge (i, j) applied to node i; output = node 3."""
+    """NB201 cell: node j = sum over i < j of edge (i, j) applied to node i; output = node 3.
+
+    ``output_modules``: MeCo multiplicity of the cell output (2 for the last cell of a stage, which the
+    reference's stage ``nn.Sequential`` emits too).
+    """
 
     channels: int
     weight_init: str
     batch_norm: bool
+    bn_batch_stats: bool = True
+    output_modules: float = 1.0
 
     @nn.compact
     def __call__(self, x: jax.Array, ops: jax.Array) -> jax.Array:
         nodes = [x]
         for j in range(1, space.NUM_NODES):
             inputs = [
-                Edge(self.channels, self.weight_init, self.batch_norm, name=f"edge{e}")(nodes[i], ops[e])
+                Edge(self.channels, self.weight_init, self.batch_norm, self.bn_batch_stats, name=f"edge{e}")(
+                    nodes[i], ops[e]
+                )
                 for e, (i, jj) in enumerate(space.EDGES)
                 if jj == j
             ]
             nodes.append(sum(inputs[1:], inputs[0]))
+        layers.feature(self, nodes[-1], self.output_modules, name="out")
         return nodes[-1]
 
 
@@ -130,41 +197,52 @@ class ResidualReduction(nn.Module):
     channels: int
     weight_init: str
     batch_norm: bool
+    bn_batch_stats: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        branch = ReLUConvBN(self.channels, 3, 2, self.weight_init, self.batch_norm, name="conv_a")(x)
-        branch = ReLUConvBN(self.channels, 3, 1, self.weight_init, self.batch_norm, name="conv_b")(branch)
-        shortcut = nn.avg_pool(x, (2, 2), strides=(2, 2))
-        shortcut = conv(self.channels, 1, 1, init_scheme(self.weight_init), name="downsample")(shortcut)
-        return shortcut + branch
+        args = (self.weight_init, self.batch_norm, self.bn_batch_stats)
+        branch = ReLUConvBN(self.channels, 3, 2, *args, name="conv_a")(x)
+        branch = ReLUConvBN(self.channels, 3, 1, *args, name="conv_b")(branch)
+        shortcut = layers.avg_pool(self, x, window=2, stride=2, name="pool")
+        # The reference's shortcut is nn.Sequential(AvgPool2d, Conv2d): the conv output is emitted twice.
+        shortcut = conv(self.channels, 1, 1, init_scheme(self.weight_init), name="downsample")(
+            shortcut, feature_weight=2.0
+        )
+        out = shortcut + branch
+        layers.feature(self, out, 1.0, name="out")
+        return out
 
 
 class NB201Network(nn.Module):
-    """``__call__(x, ops)``: images (B, H, W, 3) float, ops (6,) int -> logits (B, num_classes)."""
+    """``__call__(x, ops)``: images (B, H, W, 3) float, ops (6,) int -> logits (B, num_classes).
+
+    Follows the capture contract of :mod:`jzcp.networks.layers`. MeCo multiplicities follow the reference
+    PyTorch modules (stem ``Sequential(Conv, BN)`` inside a module: BN output x3; final ``Sequential(BN,
+    ReLU)``: ReLU output x2).
+    """
 
     config: NB201Config = NB201Config()
 
     @nn.compact
-    def __call__(self, x: jax.Array, ops: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, ops) -> jax.Array:
         cfg = self.config
         scheme = init_scheme(cfg.init)
+        args = (cfg.init, cfg.batch_norm, cfg.bn_batch_stats)
         x = conv(cfg.channels, 3, 1, scheme, name="stem_conv")(x)
-        x = BatchNorm(cfg.batch_norm, name="stem_bn")(x)
+        x = BatchNorm(cfg.batch_norm, cfg.bn_batch_stats, name="stem_bn")(x, feature_weight=3.0)
         for stage in range(3):
             c = cfg.channels * 2**stage
             if stage:
-                x = ResidualReduction(c, cfg.init, cfg.batch_norm, name=f"reduce{stage}")(x)
+                x = ResidualReduction(c, *args, name=f"reduce{stage}")(x)
             for i in range(cfg.cells_per_stage):
-                x = Cell(c, cfg.init, cfg.batch_norm, name=f"stage{stage}_cell{i}")(x, ops)
-        x = nn.relu(BatchNorm(cfg.batch_norm, name="final_bn")(x))
-        x = jnp.mean(x, axis=(1, 2))
-        return nn.Dense(
-            cfg.num_classes,
-            kernel_init=scheme.dense_kernel,
-            bias_init=scheme.dense_bias(x.shape[-1]),
-            name="head",
-        )(x)
+                last = i == cfg.cells_per_stage - 1
+                x = Cell(c, *args, output_modules=2.0 if last else 1.0, name=f"stage{stage}_cell{i}")(x, ops)
+        x = BatchNorm(cfg.batch_norm, cfg.bn_batch_stats, name="final_bn")(x)
+        x = layers.relu(self, x, feature_weight=2.0, name="final_relu")
+        x = layers.global_avg_pool(self, x)
+        return Dense(cfg.num_classes, kernel_init=scheme.dense_kernel, bias_init=scheme.dense_bias(x.shape[-1]),
+                     name="head")(x)
 
 
 # --- functional API ----------------------------------------------------------------------------------------
@@ -178,7 +256,8 @@ def init(key: jax.Array, config: NB201Config = NB201Config(), image_shape=(32, 3
 
 @functools.lru_cache(maxsize=None)
 def _init_fn(config: NB201Config):
-    return jax.jit(NB201Network(config).init)
+    # Only "params" is mutable: the capture taps and perturbations are not created (half the compile time).
+    return jax.jit(functools.partial(NB201Network(config).init, mutable=["params"]))
 
 
 @functools.lru_cache(maxsize=None)
