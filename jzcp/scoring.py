@@ -41,7 +41,11 @@ def add_score_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=42, help="seed of the minibatch and the weight init (default 42)")
     p.add_argument("--init", default="pytorch", choices=["pytorch", "kaiming_fan_out"], help="weight init scheme")
     p.add_argument("--input", default="data", choices=["data", "noise"], help="real images or Gaussian noise")
-    p.add_argument("--synflow-float64", action="store_true", help="compute synflow in float64 (as the references)")
+    p.add_argument("--synflow-float32", dest="synflow_float64", action="store_false",
+                   help="compute synflow in float32 (default float64, as the references; float32 overflows on deep cells)")
+    p.add_argument("--augment", action="store_true", help="random crop + flip the minibatch (EZNAS protocol)")
+    p.add_argument("--normalisation", default="iclr21", choices=["iclr21", "eznas", "none"],
+                   help="per-protocol image normalisation (default iclr21)")
     p.add_argument("--out", default="results/score", help="output directory (rerun with the same one to resume)")
     p.add_argument("--list-proxies", action="store_true", help="list the available proxies and exit")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG scatter plots")
@@ -94,6 +98,38 @@ class Protocol:
     input: str
     synflow_float64: bool
     images: str  # which images were used (real / stand-in), from the data layer
+
+
+def resolve_proxy_names(spec: str) -> tuple[str, ...]:
+    """``'all'`` or comma-separated proxy names -> validated tuple (``ValueError`` naming an unknown one)."""
+    from jzcp import proxies
+
+    if spec.strip() == "all":
+        return tuple(proxies.PROXIES)
+    names = tuple(n.strip() for n in spec.split(",") if n.strip())
+    for n in names:
+        proxies.proxy_info(n)
+    if not names:
+        raise ValueError("--proxies: no proxy named")
+    return names
+
+
+def nb201_scorer(names, config, num_classes: int = 10, image_shape=(32, 32, 3)):
+    """``score(ops (6,), images (B,H,W,3), labels (B,)) -> {name: float}`` for NB201 cells: fresh per-cell init
+    keyed by (seed, cell), one jitted suite call (one compilation for all cells)."""
+    import jax
+
+    from jzcp import proxies
+
+    spec = proxies.nb201_net(num_classes, config, image_shape=tuple(image_shape))
+    suite = proxies.make_suite(spec, names, config)
+    key = jax.random.key(config.seed)
+
+    def score(ops, images, labels):
+        params = proxies.fresh_params(spec, config, ops)
+        return {k: float(v) for k, v in suite(params, images, labels, ops, key).items()}
+
+    return score
 
 
 def _read_done(csv_path: Path) -> dict[str, dict[str, str]]:
@@ -163,34 +199,37 @@ def format_correlations(corr: dict, targets) -> str:
     return "\n".join(lines)
 
 
-def run_score_command(args) -> int:
+def score_nb201(
+    chosen: np.ndarray,
+    names: tuple[str, ...],
+    config,
+    dataset: str,
+    out: Path,
+    *,
+    augment: bool = False,
+    normalisation: str = "iclr21",
+    data_dir=None,
+    plots: bool = True,
+    targets: tuple[str, ...] | None = None,
+) -> tuple[dict[str, np.ndarray], dict]:
+    """Score the NB201 cells ``chosen`` (official indices) into ``out`` (resumable), then correlate.
+
+    Returns ``(table, report)``: ``table`` maps each target and proxy name to a ``(len(chosen),)`` array in the
+    order of ``chosen``; ``report`` is what ``correlations.json`` holds.
+    """
     from tqdm import tqdm
 
-    from jzcp import data, proxies as proxy_lib
-    from jzcp.spaces import nb201
+    from jzcp import data
 
-    if args.list_proxies:
-        for name, info in proxy_lib.PROXIES.items():
-            print(f"{name:<12} {info.description}")
-        return 0
-    dataset = data.canonical_dataset(args.dataset)
-    names = proxy_lib.resolve_names(args.proxies)
-    gt = data.load_nb201(args.data_dir)
-    targets = NB201_TARGETS[dataset]
-    chosen = select_archs(args.archs, args.arch_seed, gt.arch_str)
-
-    batch = data.image_batch(dataset, args.batch_size, seed=args.seed, data_dir=args.data_dir)
-    config = proxy_lib.ProxyConfig(
-        batch_size=args.batch_size,
-        seed=args.seed,
-        init=args.init,
-        input=args.input,
-        synflow_float64=args.synflow_float64,
-    )
-    images = "stand-in: " + batch.preprocessing if batch.stand_in else batch.preprocessing
-    protocol = Protocol("nb201", dataset, tuple(names), args.batch_size, args.seed, args.init, args.input,
-                        args.synflow_float64, images)
-    out = Path(args.out)
+    dataset = data.canonical_dataset(dataset)
+    gt = data.load_nb201(data_dir)
+    targets = tuple(targets or NB201_TARGETS[dataset])
+    batch = data.image_batch(dataset, config.batch_size, seed=config.seed, augment=augment,
+                             normalisation=normalisation, data_dir=data_dir)
+    images = ("stand-in: " if batch.stand_in else "") + batch.preprocessing
+    protocol = Protocol("nb201", dataset, tuple(names), config.batch_size, config.seed, config.init, config.input,
+                        config.synflow_float64, images)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _check_protocol(out, protocol)
     csv_path = out / "scores.csv"
@@ -198,13 +237,12 @@ def run_score_command(args) -> int:
     todo = [i for i in chosen if str(gt.arch_str[i]) not in done]
     columns = ["arch", "index", *targets, *names]
     print(f"jzcp score: {len(chosen)} archs ({len(chosen) - len(todo)} already in {csv_path}), "
-          f"proxies {', '.join(names)}, {dataset} batch {args.batch_size}"
+          f"proxies {', '.join(names)}, {dataset} batch {config.batch_size}"
           + (" [ImageNet16-120 = 16x16 CIFAR-10 STAND-IN]" if batch.stand_in else ""), file=sys.stderr)
 
     nan_counts = {n: 0 for n in names}
     if todo:
-        scorer = proxy_lib.nb201_scorer(names, config, num_classes=batch.num_classes,
-                                        image_shape=batch.images.shape[1:])
+        scorer = nb201_scorer(names, config, num_classes=batch.num_classes, image_shape=batch.images.shape[1:])
         new_file = not csv_path.is_file()
         with open(csv_path, "a", newline="") as f:
             writer = csv.DictWriter(f, columns)
@@ -222,7 +260,7 @@ def run_score_command(args) -> int:
                         v = float("nan")
                     row[n] = repr(v)
                 writer.writerow(row)
-                f.flush()
+                f.flush()  # a kill loses at most the architecture in flight
             print(f"scored {len(todo)} archs in {time.time() - t0:.1f} s", file=sys.stderr)
     for n, c in nan_counts.items():
         if c:
@@ -232,12 +270,32 @@ def run_score_command(args) -> int:
     keep = [str(gt.arch_str[i]) for i in chosen]
     table = {c: np.array([float(rows[a][c]) for a in keep]) for c in [*targets, *names]}
     corr = correlations(table, names, targets)
-    report = {"protocol": asdict(protocol), "num_archs": len(keep), "correlations": corr}
+    report = {"protocol": asdict(protocol), "proxy_config": config.to_dict(), "num_archs": len(keep),
+              "correlations": corr}
     tmp = out / "correlations.json.tmp"
     tmp.write_text(json.dumps(report, indent=1))
     os.replace(tmp, out / "correlations.json")
-    if not args.no_plots:
+    if plots:
         plot_scores(table, names, targets[0], out / "plots", corr, dataset)
-    print(format_correlations(corr, targets))
+    return table, report
+
+
+def run_score_command(args) -> int:
+    from jzcp import data, proxies as proxy_lib
+
+    if args.list_proxies:
+        for name, info in proxy_lib.PROXIES.items():
+            print(f"{name:<12} {info.description.splitlines()[0] if info.description else ''}  [{info.reference}]")
+        return 0
+    dataset = data.canonical_dataset(args.dataset)
+    names = resolve_proxy_names(args.proxies)
+    gt = data.load_nb201(args.data_dir)
+    chosen = select_archs(args.archs, args.arch_seed, gt.arch_str)
+    config = proxy_lib.ProxyConfig(batch_size=args.batch_size, seed=args.seed, init=args.init, input=args.input,
+                                   synflow_float64=args.synflow_float64)
+    out = Path(args.out)
+    _, report = score_nb201(chosen, names, config, dataset, out, augment=args.augment,
+                            normalisation=args.normalisation, data_dir=args.data_dir, plots=not args.no_plots)
+    print(format_correlations(report["correlations"], NB201_TARGETS[dataset]))
     print(f"results in {out}/ (scores.csv, correlations.json{', plots/' if not args.no_plots else ''})")
     return 0

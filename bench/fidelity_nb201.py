@@ -1,0 +1,148 @@
+"""Fidelity of jzcp's proxies on NAS-Bench-201 against the published numbers and the reference values.
+
+    python bench/fidelity_nb201.py [--cells 1000] [--sections iclr21,nbsz,eznas,other] [--out bench/out/fidelity]
+
+A fixed seeded sample of ``--cells`` NB201 cells (all 15,625 with ``--cells 15625``) is scored with ``jzcp score``'s
+pipeline into ``OUT/<run>/scores.csv`` (resumable: rerun the same command to continue an interrupted run), then:
+
+1. ``iclr21`` -- ICLR'21 protocol (CIFAR-10, batch 64, seed 42, PyTorch-default init) against ``c10valid_test``:
+   Spearman of synflow, jacov, snip, grad_norm, grasp, fisher vs the published 0.737/0.731/0.596/0.594/0.514/0.36
+   (pass: within +-0.03).
+2. ``nbsz`` -- the same run, on the sampled cells among the 9,445 of NAS-Bench-Suite-Zero: Spearman between jzcp's
+   values and the reference values for all 13 proxies (pass: >= 0.95), and params / flops equality.
+3. ``eznas`` -- EZNAS-A (code-faithful; batch 16, seed 1, kaiming fan_out init, crop+flip, BN train mode) against
+   ``c10valid_val``: Kendall tau vs 0.6195 and Spearman vs 0.8085 (pass: within +-0.03).
+4. ``other`` -- CIFAR-100 with its 20 real images (batch 16) against ``c100_test`` and ``c100_val_naslib1seed``, and
+   ImageNet16-120 with the 16x16 CIFAR-10 STAND-IN (batch 64) against ``in16_test`` (reported, no pass/fail).
+
+Prints a table (ours | published | delta | pass) and writes ``OUT/fidelity_nb201.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from jzcp import data, metrics
+from jzcp.proxies import NBSZ_PROXIES, PROXIES, ProxyConfig
+from jzcp.scoring import score_nb201, select_archs
+
+ICLR21 = {"synflow": 0.737, "jacov": 0.731, "snip": 0.596, "grad_norm": 0.594, "grasp": 0.514, "fisher": 0.36}
+EZNAS_A = {"kendall": 0.6195, "spearman": 0.8085}
+TOL = 0.03
+AGREEMENT = 0.95
+
+
+def _row(rows, section, name, ours, published, tol=TOL, n=None, kind="abs"):
+    if published is None:
+        ok, delta = None, None
+    elif kind == "min":
+        ok, delta = bool(ours >= published), ours - published
+    else:
+        ok, delta = bool(abs(ours - published) <= tol), ours - published
+    rows.append({"section": section, "name": name, "ours": float(ours), "published": published, "delta": delta,
+                 "pass": ok, "n": n})
+
+
+def run(args) -> dict:
+    gt = data.load_nb201(args.data_dir)
+    chosen = select_archs("all" if args.cells >= len(gt) else f"sample:{args.cells}", args.arch_seed, gt.arch_str)
+    out = Path(args.out)
+    sections = set(args.sections.split(","))
+    rows: list[dict] = []
+    timings = {}
+
+    if sections & {"iclr21", "nbsz"}:
+        names = tuple(sorted(set(ICLR21) | (set(NBSZ_PROXIES) if "nbsz" in sections else set())))
+        cfg = ProxyConfig(batch_size=64, seed=42, init="pytorch")
+        t = time.time()
+        table, _ = score_nb201(chosen, names, cfg, "cifar10", out / "c10_b64_s42_pytorch", data_dir=args.data_dir,
+                               targets=("c10valid_test", "c10valid_val", "c10_test"))
+        timings["c10_b64_s42_pytorch"] = time.time() - t
+        if "iclr21" in sections:
+            for p, pub in ICLR21.items():
+                rho = float(metrics.spearman(table[p], table["c10valid_test"]))
+                _row(rows, "ICLR'21 C10 Spearman vs c10valid_test", p, rho, pub, n=int(np.isfinite(table[p]).sum()))
+        if "nbsz" in sections:
+            ref = data.load_nb201_proxies("c10", "nbsz", args.data_dir)
+            in_ref = ref.mask[chosen]
+            for p in NBSZ_PROXIES:
+                ours, theirs = table[p][in_ref], ref.proxy(p)[chosen][in_ref]
+                rho = float(metrics.spearman(ours, theirs))
+                _row(rows, "NBSZ agreement: Spearman(jzcp, reference)", p, rho, AGREEMENT, n=int(in_ref.sum()),
+                     kind="min")
+            for p, scale in (("params", 1.0), ("flops", 1.0)):
+                ours, theirs = table[p][in_ref] * scale, ref.proxy(p)[chosen][in_ref]
+                _row(rows, "NBSZ equality: max |jzcp - reference|", p, float(np.max(np.abs(ours - theirs))), 0.0,
+                     tol=5e-6 if p == "params" else 5e-3, n=int(in_ref.sum()))
+            for p in NBSZ_PROXIES:  # what the proxies reach on their own (context for the agreement rows)
+                _row(rows, "jzcp Spearman vs c10valid_val (9,445 subset)", p,
+                     float(metrics.spearman(table[p][in_ref], table["c10valid_val"][in_ref])), None,
+                     n=int(in_ref.sum()))
+
+    if "eznas" in sections and "eznas_a" in PROXIES:
+        cfg = ProxyConfig(batch_size=16, seed=1, init="kaiming_fan_out")
+        t = time.time()
+        table, _ = score_nb201(chosen, ("eznas_a",), cfg, "cifar10", out / "c10_b16_s1_eznas", augment=True,
+                               normalisation="eznas", data_dir=args.data_dir)
+        timings["c10_b16_s1_eznas"] = time.time() - t
+        tau = float(metrics.kendall_tau(table["eznas_a"], table["c10valid_val"]))
+        rho = float(metrics.spearman(table["eznas_a"], table["c10valid_val"]))
+        _row(rows, "EZNAS-A C10 vs c10valid_val", "kendall", tau, EZNAS_A["kendall"])
+        _row(rows, "EZNAS-A C10 vs c10valid_val", "spearman", rho, EZNAS_A["spearman"])
+
+    if "other" in sections:
+        names = tuple(ICLR21) + (("eznas_a",) if "eznas_a" in PROXIES else ())
+        for dataset, bs, run_name, tgts in (
+            ("cifar100", 16, "c100_b16_s42_real20", ("c100_test", "c100_val_naslib1seed")),
+            ("imagenet16-120", 64, "in16_b64_s42_STANDIN", ("in16_test", "in16_val_naslib1seed")),
+        ):
+            cfg = ProxyConfig(batch_size=bs, seed=42, init="pytorch")
+            t = time.time()
+            table, _ = score_nb201(chosen, names, cfg, dataset, out / run_name, data_dir=args.data_dir, targets=tgts)
+            timings[run_name] = time.time() - t
+            label = "CIFAR-100 (20 real images, batch 16)" if dataset == "cifar100" else \
+                "ImageNet16-120 STAND-IN (CIFAR-10 at 16x16)"
+            for tg in tgts:
+                for p in names:
+                    _row(rows, f"{label} Spearman vs {tg}", p, float(metrics.spearman(table[p], table[tg])), None,
+                         n=int(np.isfinite(table[p]).sum()))
+
+    return {"cells": len(chosen), "arch_seed": args.arch_seed, "rows": rows, "timings_s": timings}
+
+
+def format_table(result: dict) -> str:
+    lines, section = [], None
+    for r in result["rows"]:
+        if r["section"] != section:
+            section = r["section"]
+            lines += ["", f"{section}  (n={r['n']})", f"  {'proxy':<12}{'ours':>9}{'published':>11}{'delta':>9}  pass"]
+        pub = "" if r["published"] is None else f"{r['published']:.4g}"
+        delta = "" if r["delta"] is None else f"{r['delta']:+.3f}"
+        ok = {True: "yes", False: "NO", None: ""}[r["pass"]]
+        lines.append(f"  {r['name']:<12}{r['ours']:>9.3f}{pub:>11}{delta:>9}  {ok}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cells", type=int, default=1000)
+    ap.add_argument("--arch-seed", type=int, default=0)
+    ap.add_argument("--sections", default="iclr21,nbsz,eznas,other")
+    ap.add_argument("--out", default="bench/out/fidelity")
+    ap.add_argument("--data-dir", default=None)
+    args = ap.parse_args()
+    result = run(args)
+    print(f"NB201 fidelity on {result['cells']} cells (sample seed {result['arch_seed']})")
+    print(format_table(result))
+    path = Path(args.out) / "fidelity_nb201.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1))
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
