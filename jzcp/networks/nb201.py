@@ -45,6 +45,10 @@ class NB201Config:
     network copies of some proxies need. ``bn_batch_stats``: True (default) normalises with the batch's
     statistics (PyTorch train mode, what every reference scores with); False is eval mode at init
     (running mean 0, running variance 1).
+    ``edge_dispatch`` (traced cells): ``"select"`` runs every edge's conv (a zero kernel when the op is not a
+    conv) and selects the op's output -- the fastest with weight gradients on XLA's CPU backend, which runs
+    a convolution's weight gradient inside a conditional ~25x slower; ``"cond"`` runs the conv under
+    ``lax.cond`` only when the op is a conv -- fewer FLOPs for forward-only work. Same values either way.
     """
 
     channels: int = 16
@@ -53,9 +57,12 @@ class NB201Config:
     init: str = "pytorch"
     batch_norm: bool = True
     bn_batch_stats: bool = True
+    edge_dispatch: str = "select"
 
     def __post_init__(self):
         init_scheme(self.init)  # fail early on an unknown scheme
+        if self.edge_dispatch not in ("select", "cond"):
+            raise ValueError(f"NB201Config.edge_dispatch must be 'select' or 'cond', got {self.edge_dispatch!r}")
         if self.channels < 1 or self.cells_per_stage < 1 or self.num_classes < 1:
             raise ValueError(f"invalid NB201Config {self}")
 
@@ -84,21 +91,22 @@ _OUTPUT_MODULES = np.array([0.0, 1.0, 3.0, 3.0, 2.0], np.float32)
 class Edge(nn.Module):
     """One cell edge: op ``op`` (int scalar) applied to ``x`` (B, H, W, C).
 
-    With a traced ``op`` the ReLU-conv-BN runs under ``lax.cond`` (only when the op is a conv: convolutions
-    dominate the cost) and the chosen op's output is selected; the two convs share one conv call, conv1x1
-    being conv3x3 with its kernel zero-padded. Under ``vmap`` over architectures the cond becomes a select
-    and every op is computed. With a concrete (Python/NumPy) ``op`` only the chosen op is built, which gives
+    With a traced ``op`` every candidate op's output is computed and the chosen one selected; the two convs
+    share one conv call, conv1x1 being conv3x3 with its kernel zero-padded. ``dispatch`` says whether that
+    conv always runs (``"select"``, a zero kernel for non-conv ops) or only under ``lax.cond`` when the op is
+    a conv (``"cond"``; see :class:`NB201Config`). Under ``vmap`` over architectures a cond becomes a select. With a concrete (Python/NumPy) ``op`` only the chosen op is built, which gives
     the plain network of one cell (used to extract computation graphs).
 
-    Capture taps (see :mod:`jzcp.networks.layers`) are recorded outside the cond, each with its liveness:
-    the ReLU, conv and BN of the conv ops are live only when ``op`` is a conv, the pool only when it is the
-    pool. The cond returns the conv output and BN variance it computed (zeros when not a conv).
+    Capture taps (see :mod:`jzcp.networks.layers`) are recorded outside the conv computation, each with its
+    liveness: the ReLU, conv and BN of the conv ops are live only when ``op`` is a conv, the pool only when it
+    is the pool.
     """
 
     channels: int
     weight_init: str
     batch_norm: bool
     bn_batch_stats: bool = True
+    dispatch: str = "select"
 
     @nn.compact
     def __call__(self, x: jax.Array, op) -> jax.Array:
@@ -126,8 +134,11 @@ class Edge(nn.Module):
 
         # conv1x1 is conv3x3 with its kernel zero-padded (the same sums), so both share one conv.
         kernel = jnp.where(is3, k3, jnp.pad(k1, ((1, 1), (1, 1), (0, 0), (0, 0))))
-        y_conv, z, var = jax.lax.cond(
-            is_conv, conv_op, no_op, (x_rcb, p_out, kernel, jnp.where(is3, s3, s1), jnp.where(is3, b3, b1)))
+        operands = (x_rcb, p_out, kernel, jnp.where(is3, s3, s1), jnp.where(is3, b3, b1))
+        if self.dispatch == "cond":
+            y_conv, z, var = jax.lax.cond(is_conv, conv_op, no_op, operands)
+        else:  # a zero kernel when the op is not a conv: the conv runs, its output is not selected
+            y_conv, z, var = conv_op((*operands[:2], jnp.where(is_conv, kernel, 0.0), *operands[3:]))
         choices = (jnp.zeros_like(x), x, y_conv, y_conv, avg_pool_3x3(x))
         y = jnp.select([op == i for i in range(space.NUM_OPS)], choices)
 
@@ -174,13 +185,15 @@ class Cell(nn.Module):
     batch_norm: bool
     bn_batch_stats: bool = True
     output_modules: float = 1.0
+    dispatch: str = "select"
 
     @nn.compact
     def __call__(self, x: jax.Array, ops: jax.Array) -> jax.Array:
         nodes = [x]
         for j in range(1, space.NUM_NODES):
             inputs = [
-                Edge(self.channels, self.weight_init, self.batch_norm, self.bn_batch_stats, name=f"edge{e}")(
+                Edge(self.channels, self.weight_init, self.batch_norm, self.bn_batch_stats, self.dispatch,
+                     name=f"edge{e}")(
                     nodes[i], ops[e]
                 )
                 for e, (i, jj) in enumerate(space.EDGES)
@@ -237,7 +250,8 @@ class NB201Network(nn.Module):
                 x = ResidualReduction(c, *args, name=f"reduce{stage}")(x)
             for i in range(cfg.cells_per_stage):
                 last = i == cfg.cells_per_stage - 1
-                x = Cell(c, *args, output_modules=2.0 if last else 1.0, name=f"stage{stage}_cell{i}")(x, ops)
+                x = Cell(c, *args, output_modules=2.0 if last else 1.0, dispatch=cfg.edge_dispatch,
+                         name=f"stage{stage}_cell{i}")(x, ops)
         x = BatchNorm(cfg.batch_norm, cfg.bn_batch_stats, name="final_bn")(x)
         x = layers.relu(self, x, feature_weight=2.0, name="final_relu")
         x = layers.global_avg_pool(self, x)

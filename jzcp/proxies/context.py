@@ -47,10 +47,14 @@ def is_weight_path(path) -> bool:
 class Context:
     """The passes of one architecture. Shapes: ``x`` (B, H, W, C) float32, ``y`` (B,) int, ``key`` a PRNG key."""
 
-    def __init__(self, net: Net, params, x: jax.Array, y: jax.Array, key: jax.Array):
+    def __init__(self, net: Net, params, x: jax.Array, y: jax.Array, key: jax.Array, *, hvp: bool = False):
+        """``hvp``: a Hessian-vector product of the CE will be asked for (grasp): the CE gradient pass is then
+        linearised once (``jax.linearize``), so the gradient and the Hessian-vector product share one primal
+        forward + backward instead of recomputing it inside a separate forward-over-reverse pass."""
         self.net, self.params, self.y, self.key = net, params, y, key
         self.config = net.config
         self.x_data = x
+        self.want_hvp = hvp
         self._memo: dict[str, Any] = {}
 
     def _once(self, name: str, fn):
@@ -91,10 +95,8 @@ class Context:
 
     def forward(self):
         """One train-mode forward of the minibatch with taps and (zero) perturbations, kept differentiable:
-        ``(logits, taps, vjp)`` with ``vjp(cotangent on logits) -> (d params, d perturbations, d x)``.
-
-        The cross-entropy gradient and the input gradient of sum(logits) are two backward passes of this one
-        forward (XLA drops the parts of each backward that nothing reads)."""
+        ``(logits, taps, vjp)`` with ``vjp(cotangent on logits) -> (d params, d perturbations, d x)``, for
+        backward passes other than the CE / sum(logits) ones of :meth:`ce` / :meth:`input_grad`."""
 
         def run():
             net = self.net
@@ -108,26 +110,45 @@ class Context:
 
         return self._once("forward", run)
 
+    def _gradient_pass(self, params):
+        """CE gradients, perturbation gradients, taps and the input gradient of sum(logits), from one forward
+        at ``params``: ``(d params, (loss, logits, d perturbations, taps, d x))``."""
+        net, x = self.net, self.x
+        pert = net.zero_perturbations(params, x)
+        logits, vjp, taps = jax.vjp(lambda p, q, x: net.apply(p, x, taps=True, perturbations=q), params, pert, x,
+                                    has_aux=True)
+        loss, dlogits = jax.value_and_grad(cross_entropy)(logits, self.y)
+        g, gp, _ = vjp(dlogits)
+        dx = vjp(jnp.ones_like(logits))[2]
+        return g, (loss, logits, gp, taps, dx)
+
+    def _passes(self):
+        def run():
+            if self.want_hvp:
+                g, hvp, aux = jax.linearize(self._gradient_pass, self.params, has_aux=True)
+            else:
+                (g, aux), hvp = self._gradient_pass(self.params), None
+            loss, logits, gp, taps, dx = aux
+            return CEPass(loss, logits, g, gp, taps), dx, hvp
+
+        return self._once("passes", run)
+
     def ce(self) -> CEPass:
         """Mean cross-entropy of the minibatch and its gradients w.r.t. parameters and perturbations."""
-
-        def run():
-            logits, taps, vjp = self.forward()
-            loss, dlogits = jax.value_and_grad(cross_entropy)(logits, self.y)
-            g, gp, _ = vjp(dlogits)
-            return CEPass(loss, logits, g, gp, taps)
-
-        return self._once("ce", run)
+        return self._passes()[0]
 
     def input_grad(self) -> jax.Array:
         """``d sum(logits) / d x`` (B, H, W, C), BN in train mode (samples coupled through batch statistics),
-        as ``y.backward(torch.ones_like(y))`` on the input."""
+        as ``y.backward(torch.ones_like(y))`` on the input. A second backward of the CE pass's forward."""
+        return self._passes()[1]
 
-        def run():
-            logits, _, vjp = self.forward()
-            return vjp(jnp.ones_like(logits))[2]
-
-        return self._once("input_grad", run)
+    def hvp(self, v):
+        """``H v``, H the Hessian of the mean CE w.r.t. the parameters (``v`` like params). Linearised with the CE
+        pass when the context was built with ``hvp=True``, else a separate forward-over-reverse pass."""
+        lin = self._passes()[2]
+        if lin is not None:
+            return lin(v)
+        return jax.jvp(lambda p: self._gradient_pass(p)[0], (self.params,), (v,))[1]
 
     def block_input_grads(self) -> list[tuple[jax.Array, jax.Array, jax.Array]]:
         """``[(input, d sum(logits) / d input, live)]`` for every ReLU-Conv-BN block (stem excluded), in a fixed
@@ -149,8 +170,8 @@ class Context:
     def flops_taps(self):
         """A TAPS collection for counting FLOPs: the CE pass's if it exists (the counts are per sample), else
         an abstract batch-1 forward whose arithmetic XLA removes (FLOP records depend on the arch only)."""
-        if "forward" in self._memo:
-            return self._memo["forward"][1]
+        if "passes" in self._memo:
+            return self._memo["passes"][0].taps
         return self._once("flops_taps", lambda: self.net.apply(
             self.params, jnp.zeros((1, *self.x_data.shape[1:]), jnp.float32), taps=True)[1])
 

@@ -75,17 +75,10 @@ def _fisher(ctx: Context):
 
 def _grasp(ctx: Context):
     """NASLib ``grasp``: ``-sum w * (H g)``, H the Hessian of the CE w.r.t. the conv / linear weights and g
-    their CE gradient (one forward-over-reverse Hessian-vector product)."""
-    ce = ctx.ce()
-    net, x, y = ctx.net, ctx.x, ctx.y
-
-    def grad_fn(params):
-        return jax.grad(lambda p: cross_entropy(net.apply(p, x)[0], y))(params)
-
+    their CE gradient (a forward-over-reverse Hessian-vector product, linearised with the CE pass)."""
     tangent = jax.tree_util.tree_map_with_path(
-        lambda path, g: g if is_weight_path(path) else jnp.zeros_like(g), ce.grads)
-    _, hg = jax.jvp(grad_fn, (ctx.params,), (tangent,))
-    return ctx.weight_terms(lambda w, h: -jnp.sum(w * h), hg)
+        lambda path, g: g if is_weight_path(path) else jnp.zeros_like(g), ctx.ce().grads)
+    return ctx.weight_terms(lambda w, h: -jnp.sum(w * h), ctx.hvp(tangent))
 
 
 # --- input gradient of sum(logits) ----------------------------------------------------------------------------
@@ -352,7 +345,7 @@ def proxy_info(name: str) -> ProxyInfo:
 
 def _public(info: ProxyInfo):
     def fn(net, params, x, y, key):
-        return info.impl(Context(net, params, x, y, key))
+        return info.impl(Context(net, params, x, y, key, hvp=info.name == "grasp"))
 
     fn.__name__ = info.name
     fn.__qualname__ = info.name

@@ -94,12 +94,16 @@ class Net:
 
 
 def nb201_net(num_classes: int = 10, config: ProxyConfig = ProxyConfig(), *, channels: int = 16,
-              cells_per_stage: int = 5, image_shape: tuple[int, int, int] = (32, 32, 3)) -> ProxyNet:
-    """The NAS-Bench-201 family (``arch`` = ``(6,)`` op ids) under ``config``'s init scheme and BN mode."""
+              cells_per_stage: int = 5, image_shape: tuple[int, int, int] = (32, 32, 3),
+              edge_dispatch: str = "select") -> ProxyNet:
+    """The NAS-Bench-201 family (``arch`` = ``(6,)`` op ids) under ``config``'s init scheme and BN mode.
+
+    ``edge_dispatch``: see :class:`jzcp.networks.nb201.NB201Config` (``"select"`` is the fast one for the
+    gradient proxies on CPU)."""
     from jzcp.networks import nb201
 
     cfg = nb201.NB201Config(channels=channels, cells_per_stage=cells_per_stage, num_classes=num_classes,
-                            init=config.init, bn_batch_stats=config.bn_mode == "train")
+                            init=config.init, bn_batch_stats=config.bn_mode == "train", edge_dispatch=edge_dispatch)
     return _nb201_cached(cfg, tuple(image_shape))
 
 

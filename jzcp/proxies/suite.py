@@ -37,7 +37,8 @@ def suite_fn(spec: ProxyNet, names: Sequence[str], config: ProxyConfig = ProxyCo
     ordered = sorted(names, key=lambda n: (n == "flops", _ORDER.index(n)))
 
     def run(params, x, y, arch, key):
-        ctx = Context(Net(jnp.asarray(arch, spec.arch_dtype), spec, config), params, x, y, key)
+        ctx = Context(Net(jnp.asarray(arch, spec.arch_dtype), spec, config), params, x, y, key,
+                      hvp="grasp" in names)
         out = {n: nan_if_not_finite(PROXIES[n].impl(ctx)) for n in ordered}
         return {n: out[n] for n in names}
 
