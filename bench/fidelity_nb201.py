@@ -28,7 +28,7 @@ import numpy as np
 
 from jzcp import data, metrics
 from jzcp.proxies import NBSZ_PROXIES, PROXIES, ProxyConfig
-from jzcp.scoring import score_nb201, select_archs
+from jzcp.scoring import load_benchmark, score, select_archs
 
 ICLR21 = {"synflow": 0.737, "jacov": 0.731, "snip": 0.596, "grad_norm": 0.594, "grasp": 0.514, "fisher": 0.36}
 EZNAS_A = {"kendall": 0.6195, "spearman": 0.8085}
@@ -48,8 +48,8 @@ def _row(rows, section, name, ours, published, tol=TOL, n=None, kind="abs"):
 
 
 def run(args) -> dict:
-    gt = data.load_nb201(args.data_dir)
-    chosen = select_archs("all" if args.cells >= len(gt) else f"sample:{args.cells}", args.arch_seed, gt.arch_str)
+    c10 = load_benchmark("nb201", "cifar10", args.data_dir)
+    chosen = select_archs("all" if args.cells >= len(c10) else f"sample:{args.cells}", args.arch_seed, c10)
     out = Path(args.out)
     sections = set(args.sections.split(","))
     rows: list[dict] = []
@@ -59,8 +59,8 @@ def run(args) -> dict:
         names = tuple(sorted(set(ICLR21) | (set(NBSZ_PROXIES) if "nbsz" in sections else set())))
         cfg = ProxyConfig(batch_size=64, seed=42, init="pytorch")
         t = time.time()
-        table, _ = score_nb201(chosen, names, cfg, "cifar10", out / "c10_b64_s42_pytorch", data_dir=args.data_dir,
-                               targets=("c10valid_test", "c10valid_val", "c10_test"))
+        table, _ = score(c10, chosen, names, cfg, out / "c10_b64_s42_pytorch", data_dir=args.data_dir,
+                         targets=("c10valid_test", "c10valid_val", "c10_test"))
         timings["c10_b64_s42_pytorch"] = time.time() - t
         if "iclr21" in sections:
             for p, pub in ICLR21.items():
@@ -86,8 +86,8 @@ def run(args) -> dict:
     if "eznas" in sections and "eznas_a" in PROXIES:
         cfg = ProxyConfig(batch_size=16, seed=1, init="kaiming_fan_out")
         t = time.time()
-        table, _ = score_nb201(chosen, ("eznas_a",), cfg, "cifar10", out / "c10_b16_s1_eznas", augment=True,
-                               normalisation="eznas", data_dir=args.data_dir)
+        table, _ = score(c10, chosen, ("eznas_a",), cfg, out / "c10_b16_s1_eznas", augment=True,
+                         normalisation="eznas", data_dir=args.data_dir)
         timings["c10_b16_s1_eznas"] = time.time() - t
         tau = float(metrics.kendall_tau(table["eznas_a"], table["c10valid_val"]))
         rho = float(metrics.spearman(table["eznas_a"], table["c10valid_val"]))
@@ -102,7 +102,8 @@ def run(args) -> dict:
         ):
             cfg = ProxyConfig(batch_size=bs, seed=42, init="pytorch")
             t = time.time()
-            table, _ = score_nb201(chosen, names, cfg, dataset, out / run_name, data_dir=args.data_dir, targets=tgts)
+            table, _ = score(load_benchmark("nb201", dataset, args.data_dir), chosen, names, cfg, out / run_name,
+                             data_dir=args.data_dir, targets=tgts)
             timings[run_name] = time.time() - t
             label = "CIFAR-100 (20 real images, batch 16)" if dataset == "cifar100" else \
                 "ImageNet16-120 STAND-IN (CIFAR-10 at 16x16)"

@@ -73,6 +73,73 @@ def cmd_space_nb201(args) -> int:
     return 0
 
 
+def _space_rows(name: str, args) -> list[dict]:
+    """Rows (encoding forms + params + FLOPs) of ``--arch`` or ``--sample K`` architectures of a space."""
+    import jax
+    import numpy as np
+
+    key = jax.random.key(args.seed)
+    if name == "nb101":
+        from jzcp.networks import nb101 as net
+        from jzcp.spaces import nb101 as space
+
+        if args.arch is not None:
+            text = args.arch.strip()
+            cells = [space.parse(json.loads(text)) if text.startswith("{") else space.parse_naslib(text)]
+        else:
+            batch = space.sample(key, args.sample)
+            cells = [space.Cell(*(np.asarray(a)[i] for a in batch)) for i in range(args.sample)]
+        rows = []
+        for cell in cells:
+            enc = net.check_arch(net.encode(cell))  # ValueError for a disconnected / too large cell
+            rows.append({"hash": space.spec_hash(cell), "naslib": list(space.format_naslib(cell)),
+                         "spec": {k: np.asarray(v).tolist() for k, v in space.format(cell).items()},
+                         "params": int(net.param_count(enc)), "flops_M": round(float(net.flops(enc)) / 1e6, 3)})
+        return rows
+    if name == "nb301":
+        import ast
+
+        from jzcp.networks import darts as net
+        from jzcp.spaces import darts as space
+
+        if args.arch is not None:
+            text = args.arch.strip()
+            archs = [space.parse_genotype(text) if text.startswith("Genotype") else
+                     space.parse_compact(ast.literal_eval(text))]
+        else:
+            archs = list(np.asarray(space.sample(key, args.sample)))
+        return [{"compact": str(space.format_compact(a)), "genotype": space.format_genotype(a),
+                 "params": int(net.param_count(a)), "flops_M": round(float(net.flops(a)) / 1e6, 3)} for a in archs]
+    if name == "macro":
+        from jzcp.networks import macro as net
+        from jzcp.spaces import macro as space
+
+        archs = [space.parse(args.arch)] if args.arch is not None else list(np.asarray(space.sample(key, args.sample)))
+        return [{"arch": space.format(a), "index": int(space.encode(a)), "params": int(net.param_count(a)),
+                 "flops_M": round(float(net.flops(a)) / 1e6, 3)} for a in archs]
+    from jzcp.networks import mobilenetv3 as net
+    from jzcp.spaces import mobilenetv3 as space
+
+    cfg = net.MobileNetV3NetConfig(width_mult=args.width_mult, resolution=args.resolution)
+    if args.arch is not None:
+        archs = [space.parse(args.arch)]
+    else:
+        batch = space.sample(key, args.sample)
+        archs = [space.Arch(*(np.asarray(a)[i] for a in batch)) for i in range(args.sample)]
+    return [{"arch": space.format(a), "params": int(net.param_count(a, cfg)),
+             "flops_M": round(float(net.flops(a, cfg)) / 1e6, 3)} for a in archs]
+
+
+def cmd_space_other(args) -> int:
+    rows = _space_rows(args.space, args)
+    if args.json:
+        print(json.dumps(rows if len(rows) > 1 else rows[0], indent=1))
+    else:
+        for row in rows:
+            print("\n".join(f"{k:>10}: {v}" for k, v in row.items()), end="\n\n")
+    return 0
+
+
 def cmd_score(args) -> int:
     from jzcp.scoring import run_score_command
 
@@ -106,6 +173,25 @@ def build_parser() -> argparse.ArgumentParser:
     p_nb201.add_argument("--json", action="store_true", help="print JSON")
     _add_data_dir(p_nb201)
     p_nb201.set_defaults(func=cmd_space_nb201)
+    for name, help_, arch_help in (
+        ("nb101", "NAS-Bench-101 cells: hash, NASLib tuple, spec, params, FLOPs",
+         "NASLib tuple '(0, 1, ..., 2, 4)' or JSON spec '{\"matrix\": [[...]], \"ops\": [...]}'"),
+        ("nb301", "DARTS / NAS-Bench-301 cells: compact tuple, genotype, params, FLOPs",
+         "NASLib compact tuple '(((0, 3), ...), ((...)))' or a 'Genotype(normal=...)' string"),
+        ("macro", "NAS-Bench-Macro: 8-character string, index, params, FLOPs", "e.g. '01202120'"),
+        ("mobilenetv3", "OFA MobileNetV3 sub-networks: ks / e / d, params, FLOPs",
+         "OFA dict as JSON, e.g. '{\"ks\": [3, ...], \"e\": [...], \"d\": [...]}'"),
+    ):
+        p_sp = space_sub.add_parser(name, help=help_)
+        which = p_sp.add_mutually_exclusive_group(required=True)
+        which.add_argument("--arch", help=arch_help)
+        which.add_argument("--sample", type=int, metavar="K", help="K uniformly random architectures")
+        p_sp.add_argument("--seed", type=int, default=0, help="seed for --sample")
+        p_sp.add_argument("--json", action="store_true", help="print JSON")
+        if name == "mobilenetv3":
+            p_sp.add_argument("--resolution", type=int, default=224, help="input resolution (default 224)")
+            p_sp.add_argument("--width-mult", type=float, default=1.0, help="width multiplier (1.0 or 1.2)")
+        p_sp.set_defaults(func=cmd_space_other)
 
     from jzcp.scoring import add_score_arguments
 

@@ -32,10 +32,14 @@ NB201_TARGETS = {
 
 
 def add_score_arguments(p) -> None:
-    p.add_argument("--space", default="nb201", choices=["nb201"], help="search space (default nb201)")
+    p.add_argument("--space", default="nb201", choices=list(BENCHMARK_SPACES),
+                   help="search space with ground truth: nb201 (15,625 cells), nb101 (500 NAS-Bench-Suite-Zero "
+                        "cells), nb301 (1,218 NAS-Bench-Suite-Zero cells); default nb201")
     p.add_argument("--dataset", default="cifar10", help="cifar10 | cifar100 | ImageNet16-120 (16x16 CIFAR-10 stand-in)")
     p.add_argument("--proxies", default="all", help="'all' or comma-separated names (see --list-proxies)")
-    p.add_argument("--archs", default="sample:100", help="'all', 'sample:N' (seeded by --arch-seed) or a file of arch strings, one per line")
+    p.add_argument("--archs", default="sample:100",
+                   help="'all', 'sample:N' (seeded by --arch-seed) or a file of architectures, one per line "
+                        "(nb201 arch strings; nb101 NASLib tuples; nb301 NASLib compact tuples)")
     p.add_argument("--arch-seed", type=int, default=0, help="seed of the sample:N draw (default 0)")
     p.add_argument("--batch-size", type=int, default=64, help="minibatch size (default 64, the ICLR'21 protocol)")
     p.add_argument("--seed", type=int, default=42, help="seed of the minibatch and the weight init (default 42)")
@@ -51,9 +55,100 @@ def add_score_arguments(p) -> None:
     p.add_argument("--no-plots", action="store_true", help="skip the PNG scatter plots")
 
 
-def select_archs(spec: str, arch_seed: int, all_archs: np.ndarray) -> np.ndarray:
-    """Indices into ``all_archs`` (the ground-truth order) chosen by ``all`` / ``sample:N`` / a file of arch strings."""
-    n = len(all_archs)
+BENCHMARK_SPACES = ("nb201", "nb101", "nb301")
+
+
+@dataclass(frozen=True, eq=False)
+class Benchmark:
+    """The architectures of a search space that have ground truth, as ``jzcp score`` sees them.
+
+    Attributes:
+        space: ``nb201`` | ``nb101`` | ``nb301``.
+        dataset: canonical dataset name (:func:`jzcp.data.canonical_dataset`).
+        keys: ``(N,)`` str, each architecture's usual string form (the CSV key): NB201 arch string, NB101
+            NASLib tuple (raw adjacency + op ids, as NAS-Bench-Suite-Zero lists them), NB301 NASLib compact tuple.
+        archs: ``(N, *arch_shape)`` int32, the arrays the space's network takes.
+        targets: name -> ``(N,)`` accuracy in percent; the first of ``default_targets`` is the headline.
+        reference: NAS-Bench-Suite-Zero's own value of each proxy on these architectures (NB101 / NB301),
+            to report the agreement of jzcp's values with it; empty for NB201 (see ``bench/fidelity_nb201.py``).
+    """
+
+    space: str
+    dataset: str
+    keys: np.ndarray
+    archs: np.ndarray
+    targets: dict
+    default_targets: tuple[str, ...]
+    reference: dict
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def key_of(self, text: str) -> str:
+        """The CSV key of an architecture written by a user (``ValueError`` if malformed)."""
+        if self.space == "nb201":
+            from jzcp.spaces import nb201
+
+            return nb201.format(nb201.parse(text))
+        if self.space == "nb101":
+            from jzcp.spaces import nb101
+
+            return str(nb101.format_naslib(nb101.parse_naslib(text)))
+        import ast
+
+        from jzcp.spaces import darts
+
+        try:
+            value = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            raise ValueError(f"NB301 architecture {text[:60]!r} is not a NASLib compact tuple") from None
+        return str(darts.format_compact(darts.parse_compact(value)))
+
+
+def load_benchmark(space: str, dataset: str = "cifar10", data_dir=None) -> Benchmark:
+    """The ground truth :class:`Benchmark` of ``space`` on ``dataset`` from the data directory.
+
+    NB201: all 15,625 cells, targets of :data:`NB201_TARGETS`. NB101 / NB301: the architectures of
+    NAS-Bench-Suite-Zero's NASLib files (CIFAR-10 only), target ``val_accuracy`` (NB101: 108-epoch validation
+    accuracy of one seed; NB301: the NB301 v1.0 surrogate's prediction, not a trained network).
+    """
+    from jzcp import data
+
+    dataset = data.canonical_dataset(dataset)
+    if space == "nb201":
+        gt = data.load_nb201(data_dir)
+        names = NB201_TARGETS[dataset]
+        return Benchmark("nb201", dataset, np.asarray(gt.arch_str), np.asarray(gt.op_idx, np.int32),
+                         {t: np.asarray(gt.target(t)) for t in names}, names, {})
+    if space not in ("nb101", "nb301"):
+        raise ValueError(f"--space {space!r}: no ground truth; choose one of {', '.join(BENCHMARK_SPACES)}")
+    if dataset != "cifar10":
+        raise ValueError(f"{space} has ground truth for cifar10 only, not {dataset}")
+    sub = data.load_naslib_zc(space, dataset, data_dir=data_dir)
+    if space == "nb101":
+        from jzcp.networks import nb101 as net
+        from jzcp.spaces import nb101
+
+        cells = [nb101.parse_naslib(a) for a in sub.archs]
+        # Not the spec hash: NAS-Bench-Suite-Zero's 500 NB101 rows are raw encodings, only 292 distinct
+        # networks after pruning (isomorphic rows carry the accuracy of different training seeds).
+        keys = np.asarray([str(nb101.format_naslib(c)) for c in cells])
+        archs = np.stack([net.encode(c) for c in cells]).astype(np.int32)
+    else:
+        from jzcp.spaces import darts
+
+        archs = np.asarray(sub.arch_array(), np.int32)
+        keys = np.asarray([str(darts.format_compact(a)) for a in archs])
+    reference = {k: np.asarray(v) for k, v in sub.proxies.items()}
+    return Benchmark(space, dataset, keys, archs, {"val_accuracy": np.asarray(sub.val_accuracy)},
+                     ("val_accuracy",), reference)
+
+
+def select_archs(spec: str, arch_seed: int, bench) -> np.ndarray:
+    """Indices into ``bench`` (a :class:`Benchmark`, or an array of NB201 arch strings) chosen by ``all`` /
+    ``sample:N`` / a file of architectures (one per line, first CSV column; ``#`` comments)."""
+    keys = bench.keys if isinstance(bench, Benchmark) else np.asarray(bench)
+    n = len(keys)
     if spec == "all":
         return np.arange(n)
     if spec.startswith("sample:"):
@@ -67,19 +162,24 @@ def select_archs(spec: str, arch_seed: int, all_archs: np.ndarray) -> np.ndarray
     path = Path(spec)
     if not path.is_file():
         raise ValueError(f"--archs {spec!r}: not 'all', not 'sample:N', and no such file")
-    lookup = {str(a): i for i, a in enumerate(all_archs)}
+    if not isinstance(bench, Benchmark):
+        bench = Benchmark("nb201", "cifar10", keys, np.zeros((n, 0), np.int32), {}, (), {})
+    lookup = {str(a): i for i, a in enumerate(keys)}
     out = []
     for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        line = line.strip().split(",")[0]
+        line = line.strip()
+        if bench.space == "nb201":
+            line = line.split(",")[0]
         if not line or line.startswith("#") or line == "arch":
             continue
-        from jzcp.spaces import nb201
-
         try:
-            ops = nb201.parse(line)
+            key = bench.key_of(line)
         except ValueError as e:
             raise ValueError(f"{path}:{lineno}: {e}") from None
-        out.append(lookup[nb201.format(ops)])
+        if key not in lookup:
+            raise ValueError(f"{path}:{lineno}: {line[:60]!r} is not among the {n} {bench.space} architectures "
+                             "with ground truth")
+        out.append(lookup[key])
     if not out:
         raise ValueError(f"--archs file {path} lists no architectures")
     return np.asarray(out)
@@ -114,20 +214,20 @@ def resolve_proxy_names(spec: str) -> tuple[str, ...]:
     return names
 
 
-def nb201_scorer(names, config, num_classes: int = 10, image_shape=(32, 32, 3)):
-    """``score(ops (6,), images (B,H,W,3), labels (B,)) -> {name: float}`` for NB201 cells: fresh per-cell init
-    keyed by (seed, cell), one jitted suite call (one compilation for all cells)."""
+def make_scorer(space: str, names, config, num_classes: int = 10, image_shape=(32, 32, 3)):
+    """``score(arch, images (B,H,W,3), labels (B,)) -> {name: float}`` for architectures of ``space``: fresh
+    init keyed by (seed, arch), one jitted suite call (one compilation for all architectures of the space)."""
     import jax
 
     from jzcp import proxies
 
-    spec = proxies.nb201_net(num_classes, config, image_shape=tuple(image_shape))
+    spec = proxies.space_net(space, num_classes, config, image_shape=tuple(image_shape))
     suite = proxies.make_suite(spec, names, config)
     key = jax.random.key(config.seed)
 
-    def score(ops, images, labels):
-        params = proxies.fresh_params(spec, config, ops)
-        return {k: float(v) for k, v in suite(params, images, labels, ops, key).items()}
+    def score(arch, images, labels):
+        params = proxies.fresh_params(spec, config, arch)
+        return {k: float(v) for k, v in suite(params, images, labels, arch, key).items()}
 
     return score
 
@@ -199,11 +299,11 @@ def format_correlations(corr: dict, targets) -> str:
     return "\n".join(lines)
 
 
-def score_nb201(
+def score(
+    bench: Benchmark,
     chosen: np.ndarray,
     names: tuple[str, ...],
     config,
-    dataset: str,
     out: Path,
     *,
     augment: bool = False,
@@ -212,37 +312,38 @@ def score_nb201(
     plots: bool = True,
     targets: tuple[str, ...] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict]:
-    """Score the NB201 cells ``chosen`` (official indices) into ``out`` (resumable), then correlate.
+    """Score the architectures ``chosen`` (indices into ``bench``) into ``out`` (resumable), then correlate.
 
     Returns ``(table, report)``: ``table`` maps each target and proxy name to a ``(len(chosen),)`` array in the
-    order of ``chosen``; ``report`` is what ``correlations.json`` holds.
+    order of ``chosen``; ``report`` is what ``correlations.json`` holds (for NB101 / NB301 also the Spearman of
+    jzcp's values against NAS-Bench-Suite-Zero's own values of the same proxy, under ``"reference"``).
     """
     from tqdm import tqdm
 
     from jzcp import data
 
-    dataset = data.canonical_dataset(dataset)
-    gt = data.load_nb201(data_dir)
-    targets = tuple(targets or NB201_TARGETS[dataset])
+    dataset = bench.dataset
+    targets = tuple(targets or bench.default_targets)
     batch = data.image_batch(dataset, config.batch_size, seed=config.seed, augment=augment,
                              normalisation=normalisation, data_dir=data_dir)
     images = ("stand-in: " if batch.stand_in else "") + batch.preprocessing
-    protocol = Protocol("nb201", dataset, tuple(names), config.batch_size, config.seed, config.init, config.input,
-                        config.synflow_float64, images)
+    protocol = Protocol(bench.space, dataset, tuple(names), config.batch_size, config.seed, config.init,
+                        config.input, config.synflow_float64, images)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _check_protocol(out, protocol)
     csv_path = out / "scores.csv"
     done = _read_done(csv_path)
-    todo = [i for i in chosen if str(gt.arch_str[i]) not in done]
+    todo = [i for i in chosen if str(bench.keys[i]) not in done]
     columns = ["arch", "index", *targets, *names]
-    print(f"jzcp score: {len(chosen)} archs ({len(chosen) - len(todo)} already in {csv_path}), "
+    print(f"jzcp score: {bench.space}, {len(chosen)} archs ({len(chosen) - len(todo)} already in {csv_path}), "
           f"proxies {', '.join(names)}, {dataset} batch {config.batch_size}"
           + (" [ImageNet16-120 = 16x16 CIFAR-10 STAND-IN]" if batch.stand_in else ""), file=sys.stderr)
 
     nan_counts = {n: 0 for n in names}
     if todo:
-        scorer = nb201_scorer(names, config, num_classes=batch.num_classes, image_shape=batch.images.shape[1:])
+        scorer = make_scorer(bench.space, names, config, num_classes=batch.num_classes,
+                             image_shape=batch.images.shape[1:])
         new_file = not csv_path.is_file()
         with open(csv_path, "a", newline="") as f:
             writer = csv.DictWriter(f, columns)
@@ -250,9 +351,9 @@ def score_nb201(
                 writer.writeheader()
             t0 = time.time()
             for i in tqdm(todo, desc="scoring", unit="arch", dynamic_ncols=True):
-                scores = scorer(gt.op_idx[i], batch.images, batch.labels)
-                row = {"arch": str(gt.arch_str[i]), "index": int(i)}
-                row.update({t: float(gt.target(t)[i]) for t in targets})
+                scores = scorer(bench.archs[i], batch.images, batch.labels)
+                row = {"arch": str(bench.keys[i]), "index": int(i)}
+                row.update({t: float(bench.targets[t][i]) for t in targets})
                 for n in names:
                     v = float(scores[n])
                     if not math.isfinite(v):
@@ -267,35 +368,57 @@ def score_nb201(
             print(f"warning: {n} gave NaN/Inf for {c} architecture(s); recorded as NaN", file=sys.stderr)
 
     rows = _read_done(csv_path)
-    keep = [str(gt.arch_str[i]) for i in chosen]
+    keep = [str(bench.keys[i]) for i in chosen]
     table = {c: np.array([float(rows[a][c]) for a in keep]) for c in [*targets, *names]}
     corr = correlations(table, names, targets)
     report = {"protocol": asdict(protocol), "proxy_config": config.to_dict(), "num_archs": len(keep),
               "correlations": corr}
+    agreement = reference_agreement(bench, chosen, table, names)
+    if agreement:
+        report["reference"] = agreement
     tmp = out / "correlations.json.tmp"
     tmp.write_text(json.dumps(report, indent=1))
     os.replace(tmp, out / "correlations.json")
     if plots:
-        plot_scores(table, names, targets[0], out / "plots", corr, dataset)
+        plot_scores(table, names, targets[0], out / "plots", corr, f"{bench.space} {dataset}")
     return table, report
 
 
+def reference_agreement(bench: Benchmark, chosen, table, names) -> dict:
+    """Spearman of jzcp's value of each proxy against the benchmark's reference (NAS-Bench-Suite-Zero) value
+    on the same architectures, for the proxies the reference has: ``{name: {"spearman", "n"}}``."""
+    from jzcp import metrics
+
+    out = {}
+    for n in names:
+        if n not in bench.reference:
+            continue
+        ref = np.asarray(bench.reference[n], np.float64)[chosen]
+        ref = np.where(ref <= -1e8, np.nan, ref)  # NASLib's failure sentinel
+        ok = np.isfinite(ref) & np.isfinite(table[n])
+        out[n] = {"spearman": float(metrics.spearman(table[n], ref)) if ok.sum() > 2 else float("nan"),
+                  "n": int(ok.sum())}
+    return out
+
+
 def run_score_command(args) -> int:
-    from jzcp import data, proxies as proxy_lib
+    from jzcp import proxies as proxy_lib
 
     if args.list_proxies:
         for name, info in proxy_lib.PROXIES.items():
             print(f"{name:<12} {info.description.splitlines()[0] if info.description else ''}  [{info.reference}]")
         return 0
-    dataset = data.canonical_dataset(args.dataset)
     names = resolve_proxy_names(args.proxies)
-    gt = data.load_nb201(args.data_dir)
-    chosen = select_archs(args.archs, args.arch_seed, gt.arch_str)
+    bench = load_benchmark(args.space, args.dataset, args.data_dir)
+    chosen = select_archs(args.archs, args.arch_seed, bench)
     config = proxy_lib.ProxyConfig(batch_size=args.batch_size, seed=args.seed, init=args.init, input=args.input,
                                    synflow_float64=args.synflow_float64)
     out = Path(args.out)
-    _, report = score_nb201(chosen, names, config, dataset, out, augment=args.augment,
-                            normalisation=args.normalisation, data_dir=args.data_dir, plots=not args.no_plots)
-    print(format_correlations(report["correlations"], NB201_TARGETS[dataset]))
+    _, report = score(bench, chosen, names, config, out, augment=args.augment, normalisation=args.normalisation,
+                      data_dir=args.data_dir, plots=not args.no_plots)
+    print(format_correlations(report["correlations"], bench.default_targets))
+    if "reference" in report:
+        print("agreement with NAS-Bench-Suite-Zero's values (Spearman): "
+              + ", ".join(f"{n} {v['spearman']:.3f}" for n, v in report["reference"].items()))
     print(f"results in {out}/ (scores.csv, correlations.json{', plots/' if not args.no_plots else ''})")
     return 0

@@ -220,7 +220,7 @@ class MBConv(nn.Module):
 
 
 class MobileNetV3Network(nn.Module):
-    """``__call__(x, arch)``: images (B, R, R, 3), :class:`Arch` -> logits (B, num_classes)."""
+    """``__call__(x, arch)``: images (B, R, R, 3), :class:`Arch` (or its flat ``(45,)`` form) -> logits (B, num_classes)."""
 
     config: MobileNetV3NetConfig = MobileNetV3NetConfig()
 
@@ -229,6 +229,8 @@ class MobileNetV3Network(nn.Module):
         cfg = self.config
         scfg = cfg.space_config()
         scheme = init_scheme(cfg.init)
+        if not isinstance(arch, Arch):  # the flat (45,) form of space.flatten
+            arch = space.unflatten(arch)
         concrete = not any(isinstance(a, jax.core.Tracer) for a in arch)
         if concrete:
             arch = space.parse(space.format(Arch(*(np.asarray(a) for a in arch))))
@@ -380,6 +382,8 @@ def _owner(path):
 
 def param_mask(params, arch: Arch):
     """Pytree like ``params`` of scalar bools: does sub-network ``arch`` have this parameter? Jittable."""
+    if not isinstance(arch, Arch):
+        arch = space.unflatten(arch)
     ks, es = jnp.asarray(arch.ks), jnp.asarray(arch.e)
     active = space.depth_mask(arch)
 

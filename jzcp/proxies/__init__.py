@@ -35,12 +35,25 @@ from jzcp.proxies.measures import (
     zen,
     zico,
 )
-from jzcp.proxies.net import Net, ProxyNet, arch_key, fresh_params, nb201_net
+from jzcp.proxies.net import (
+    SPACES,
+    Net,
+    ProxyNet,
+    arch_key,
+    darts_net,
+    fresh_params,
+    macro_net,
+    mobilenetv3_net,
+    nb101_net,
+    nb201_net,
+    space_net,
+)
 from jzcp.proxies.suite import make_suite, suite_fn
 
 __all__ = [
     "BN_MODES", "INPUT_KINDS", "NBSZ_PROXIES", "PROXIES", "Context", "Net", "ProxyConfig", "ProxyInfo", "ProxyNet",
     "arch_key", "cross_entropy", "epe_nas", "fisher", "flops", "fresh_params", "grad_norm", "grasp", "jacov",
-    "l2_norm", "make_suite", "meco", "nb201_net", "nwot", "params", "plain", "proxy_info", "snip", "suite_fn",
+    "l2_norm", "make_suite", "meco", "nb201_net", "nb101_net", "darts_net", "macro_net", "mobilenetv3_net",
+    "space_net", "SPACES", "nwot", "params", "plain", "proxy_info", "snip", "suite_fn",
     "synflow", "zen", "zico",
 ]

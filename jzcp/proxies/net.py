@@ -125,6 +125,109 @@ def _nb201_cached(cfg, image_shape) -> ProxyNet:
     )
 
 
+# --- the other search spaces --------------------------------------------------------------------------------
+#
+# Each constructor maps the protocol (init scheme, BN mode) onto the network's config and is cached on the
+# resulting config, so repeated calls return the same ProxyNet (and the same compiled functions).
+
+SPACES = ("nb201", "nb101", "nb301", "darts", "macro", "mobilenetv3")
+
+
+def nb101_net(num_classes: int = 10, config: ProxyConfig = ProxyConfig(), *, stem_channels: int = 128,
+              num_stacks: int = 3, cells_per_stack: int = 3,
+              image_shape: tuple[int, int, int] = (32, 32, 3)) -> ProxyNet:
+    """The NAS-Bench-101 family: ``arch`` = ``(56,)`` int (7x7 adjacency row-major, then 7 op ids; see
+    :func:`jzcp.networks.nb101.encode`)."""
+    from jzcp.networks import nb101
+
+    cfg = nb101.NB101Config(stem_channels=stem_channels, num_stacks=num_stacks, cells_per_stack=cells_per_stack,
+                            num_classes=num_classes, init=config.init, bn_batch_stats=config.bn_mode == "train")
+    return _family("nb101", nb101, nb101.NB101Network, cfg, tuple(image_shape), (nb101.ARCH_LEN,),
+                   nb101.check_arch)
+
+
+def darts_net(num_classes: int = 10, config: ProxyConfig = ProxyConfig(), *, channels: int = 32, layers: int = 8,
+              variant: str = "nb301", image_shape: tuple[int, int, int] = (32, 32, 3)) -> ProxyNet:
+    """The DARTS cell family (NAS-Bench-301 by default; ``variant="nds"`` with the NDS ``width`` / ``depth``):
+    ``arch`` = ``(2, 8, 2)`` int, NASLib's compact encoding (normal / reduce x 8 edges x (input, op))."""
+    from jzcp.networks import darts
+    from jzcp.spaces import darts as space
+
+    cfg = darts.DartsConfig(channels=channels, layers=layers, num_classes=num_classes, variant=variant,
+                            init=config.init, bn_batch_stats=config.bn_mode == "train")
+    check = functools.partial(space.parse_compact, allow_none=cfg.allow_none)
+    return _family("darts" if variant == "nds" else "nb301", darts, darts.DartsNetwork, cfg, tuple(image_shape),
+                   (space.NUM_CELLS, space.NUM_EDGES, 2), check)
+
+
+def macro_net(num_classes: int = 10, config: ProxyConfig = ProxyConfig(), *, stem_channels: int = 32,
+              head_channels: int = 1280, image_shape: tuple[int, int, int] = (32, 32, 3)) -> ProxyNet:
+    """NAS-Bench-Macro: ``arch`` = ``(8,)`` op ids (0 identity, 1 MB3_K3, 2 MB6_K5)."""
+    from jzcp.networks import macro
+    from jzcp.spaces import macro as space
+
+    cfg = macro.MacroConfig(stem_channels=stem_channels, head_channels=head_channels, num_classes=num_classes,
+                            init=config.init, bn_batch_stats=config.bn_mode == "train")
+    return _family("macro", macro, macro.MacroNetwork, cfg, tuple(image_shape), (space.NUM_LAYERS,),
+                   macro.check_arch)
+
+
+def mobilenetv3_net(num_classes: int = 1000, config: ProxyConfig = ProxyConfig(), *, width_mult: float = 1.0,
+                    resolution: int = 224) -> ProxyNet:
+    """OFA MobileNetV3: ``arch`` = the flat ``(45,)`` form (:func:`jzcp.spaces.mobilenetv3.flatten`: 20 kernel
+    sizes, 20 expand ratios, 5 depths); images ``(resolution, resolution, 3)``."""
+    from jzcp.networks import mobilenetv3 as net
+    from jzcp.spaces import mobilenetv3 as space
+
+    cfg = net.MobileNetV3NetConfig(width_mult=width_mult, resolution=resolution, num_classes=num_classes,
+                                   init=config.init, bn_batch_stats=config.bn_mode == "train")
+
+    def check(flat):
+        space.format(space.unflatten(flat))  # ValueError naming a bad depth / kernel / expand entry
+
+    return _family("mobilenetv3", net, net.MobileNetV3Network, cfg, cfg.image_shape, (space.FLAT_LEN,), check,
+                   init=lambda key: net.init(key, cfg))
+
+
+def space_net(space: str, num_classes: int, config: ProxyConfig = ProxyConfig(), *,
+              image_shape: tuple[int, int, int] = (32, 32, 3), **kw) -> ProxyNet:
+    """The :class:`ProxyNet` of a search space by name (one of :data:`SPACES`; ``nb301`` = ``darts``
+    with NAS-Bench-301's network); ``kw`` go to the space's constructor."""
+    if space == "nb201":
+        return nb201_net(num_classes, config, image_shape=image_shape, **kw)
+    if space == "nb101":
+        return nb101_net(num_classes, config, image_shape=image_shape, **kw)
+    if space in ("nb301", "darts"):
+        return darts_net(num_classes, config, image_shape=image_shape, **kw)
+    if space == "macro":
+        return macro_net(num_classes, config, image_shape=image_shape, **kw)
+    if space == "mobilenetv3":
+        return mobilenetv3_net(num_classes, config, resolution=image_shape[0], **kw)
+    raise ValueError(f"unknown search space {space!r}; choose one of {', '.join(SPACES)}")
+
+
+_FAMILIES: dict = {}
+
+
+def _family(name, module, network_cls, cfg, image_shape, arch_shape, check, init=None) -> ProxyNet:
+    # Cached on the (hashable) config, so a family is built once and its jitted functions are reused;
+    # ``check`` / ``init`` closures are rebuilt by every caller and must not be part of the key.
+    key = (name, cfg, image_shape)
+    if key not in _FAMILIES:
+        _FAMILIES[key] = ProxyNet(
+            name=f"{name}-{cfg.num_classes}cls",
+            model=network_cls(cfg),
+            model_nobn=network_cls(dataclasses.replace(cfg, batch_norm=False)),
+            param_mask=module.param_mask,
+            init=init or functools.partial(module.init, config=cfg, image_shape=image_shape),
+            num_classes=cfg.num_classes,
+            image_shape=image_shape,
+            arch_shape=arch_shape,
+            check_arch=check,
+        )
+    return _FAMILIES[key]
+
+
 # --- fresh parameters per architecture ---------------------------------------------------------------------------
 
 

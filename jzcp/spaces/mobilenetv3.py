@@ -74,8 +74,8 @@ SE_REDUCTION = 4
 BN_MOMENTUM, BN_EPS = 0.1, 1e-5
 DROPOUT = 0.1
 
-_STAGE_OF_LAYER = np.arange(NUM_LAYERS) // MAX_DEPTH
-_POS_IN_STAGE = np.arange(NUM_LAYERS) % MAX_DEPTH
+_STAGE_OF_LAYER = np.arange(NUM_LAYERS, dtype=np.int32) // MAX_DEPTH  # int32: same dtype with or without x64
+_POS_IN_STAGE = np.arange(NUM_LAYERS, dtype=np.int32) % MAX_DEPTH
 
 
 def make_divisible(v: float, divisor: int = CHANNEL_DIVISIBLE, min_val: int | None = None) -> int:
@@ -248,6 +248,26 @@ def to_string(arch: Arch, resolution: int | None = None) -> str:
 
 
 # --- jittable ----------------------------------------------------------------------------------------------
+
+
+FLAT_LEN = 2 * NUM_LAYERS + NUM_STAGES  # 45
+
+
+def flatten(arch: Arch) -> jax.Array:
+    """:class:`Arch` -> ``(..., 45)`` int32: ``ks``, then ``e``, then ``d`` (one array, for code that wants the
+    architecture as a single integer array, e.g. :class:`jzcp.proxies.ProxyNet`). Jittable."""
+    return jnp.concatenate([jnp.asarray(a, jnp.int32) for a in arch], axis=-1)
+
+
+def unflatten(flat) -> Arch:
+    """Inverse of :func:`flatten`: ``(..., 45)`` -> :class:`Arch`. Jittable; works on NumPy arrays too."""
+    xp = jnp if isinstance(flat, jax.Array) else np
+    flat = xp.asarray(flat)
+    if flat.shape[-1:] != (FLAT_LEN,):
+        raise ValueError(f"a flat OFA MobileNetV3 arch has {FLAT_LEN} entries (20 ks, 20 e, 5 d), got shape {flat.shape}")
+    n = NUM_LAYERS
+    return Arch(flat[..., :n], flat[..., n:2 * n], flat[..., 2 * n:])
+
 
 
 def depth_mask(arch: Arch) -> jax.Array:
