@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
+
+from _timing import matmul_flops_per_s, timed
 
 from jzcp.networks import nb201 as net
 from jzcp.spaces import nb201 as space
@@ -29,20 +30,6 @@ def flops_of(compiled) -> float:
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return float(cost.get("flops", float("nan")))
-
-
-def matmul_flops_per_s(n: int = 2048, repeats: int = 10) -> float:
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    f = jax.jit(lambda a: a @ a)
-    f(a).block_until_ready()
-    best = min(_timed(lambda: f(a).block_until_ready()) for _ in range(repeats))
-    return 2 * n**3 / best
-
-
-def _timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 def main() -> None:
@@ -78,7 +65,7 @@ def main() -> None:
 
     times = []
     for ops in cells:
-        times.append(_timed(lambda: jax.block_until_ready(grad_fn(params, x, y, ops))))
+        times.append(timed(lambda: jax.block_until_ready(grad_fn(params, x, y, ops))))
     times = np.asarray(times)
     ref = matmul_flops_per_s()
     per_cell = float(np.median(times))

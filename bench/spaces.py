@@ -20,12 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from _timing import first_and_steady, matmul_flops_per_s
 
 from jzcp import proxies
 from jzcp.spaces import darts as darts_space
@@ -59,18 +60,6 @@ def sample_archs(space: str, n: int, seed: int) -> list[np.ndarray]:
     return list(np.asarray(mbv3_space.flatten(mbv3_space.sample(key, n))))
 
 
-def matmul_flops_per_s(n: int = 2048, repeats: int = 10) -> float:
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    f = jax.jit(lambda a: a @ a)
-    f(a).block_until_ready()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        f(a).block_until_ready()
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
-
-
 def bench_space(space: str, names: tuple[str, ...], args) -> dict:
     config = proxies.ProxyConfig(batch_size=args.batch_size, seed=42)
     if space == "mobilenetv3":
@@ -95,14 +84,7 @@ def bench_space(space: str, names: tuple[str, ...], args) -> dict:
             out = suite(params, x, y, jnp.asarray(arch), key)
         return {k: float(v) for k, v in jax.block_until_ready(out).items()}
 
-    t = time.perf_counter()
-    one(archs[0])
-    first = time.perf_counter() - t
-    steady = []
-    for a in archs[1:]:
-        t = time.perf_counter()
-        one(a)
-        steady.append(time.perf_counter() - t)
+    first, steady = first_and_steady(one, archs)
     med = float(np.median(steady))
     return {"space": space, "image_shape": list(spec.image_shape), "shape_classes": SHAPE_CLASSES[space],
             "traces": traces[0], "compile_plus_first_s": first, "steady_s_per_arch": med,
