@@ -203,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_score_arguments(p_score)
     _add_data_dir(p_score)
     p_score.set_defaults(func=cmd_score)
+
+    from jzcp.predictor.cli import add_predictor_arguments  # light: JAX is imported inside its runners
+
+    add_predictor_arguments(sub)
     return parser
 
 

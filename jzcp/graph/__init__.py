@@ -22,11 +22,22 @@ from jzcp.graph._dataset import (
     nb201_prune,
 )
 from jzcp.graph._trace import ModuleMemo, from_jaxpr, graph_of_module, shape_hwc, skip_flax_param_checks, trace
-from jzcp.graph._types import ATTRS, NUM_ATTRS, NUM_FEATURES, NUM_OPS, OP_INDEX, OPS, CompGraph, node_features
+from jzcp.graph._types import (
+    ATTRS,
+    NUM_ATTRS,
+    NUM_BASE_FEATURES,
+    NUM_FEATURES,
+    NUM_OPS,
+    OP_INDEX,
+    OPS,
+    CompGraph,
+    node_costs,
+    node_features,
+)
 
 __all__ = [
-    "ATTRS", "FORMAT_VERSION", "NUM_ATTRS", "NUM_FEATURES", "NUM_OPS", "OPS", "OP_INDEX", "CompGraph",
+    "ATTRS", "FORMAT_VERSION", "NUM_ATTRS", "NUM_BASE_FEATURES", "NUM_FEATURES", "NUM_OPS", "OPS", "OP_INDEX", "CompGraph",
     "GraphDataset", "ModuleMemo", "batch_graphs", "bucket_size", "canonical_order", "canonicalize", "extract",
-    "from_jaxpr", "graph_ids", "graph_of_module", "nb201_dataset", "nb201_graph", "nb201_prune", "node_features",
+    "from_jaxpr", "graph_ids", "graph_of_module", "nb201_dataset", "nb201_graph", "nb201_prune", "node_costs", "node_features",
     "pad", "padding_masks", "shape_hwc", "skip_flax_param_checks", "trace",
 ]

@@ -191,12 +191,51 @@ class GraphDataset:
             except (ValueError, KeyError, OSError):
                 pass  # stale or unreadable: rebuild
         t = time.perf_counter()
-        ds = cls.build(archs, graph_fn, workers=workers, progress=progress,
-                       meta={"key": key, "fingerprint": fingerprint})
+        graphs = _resumable_extract(path, fingerprint, archs, graph_fn, workers=workers, progress=progress)
+        ds = cls.from_graphs(graphs, archs, {"key": key, "fingerprint": fingerprint})
         ds.meta["build_seconds"] = round(time.perf_counter() - t, 2)
         if path is not None:
             ds.save(path)
+            _partial_path(path).unlink(missing_ok=True)
         return ds
+
+
+def _partial_path(path: str | os.PathLike) -> Path:
+    return Path(path).with_name(Path(path).name + ".partial.npz")
+
+
+def _resumable_extract(path, fingerprint: str, archs, graph_fn: Callable, *, workers: int, progress,
+                       every_s: float = 60.0) -> list[CompGraph]:
+    """:func:`extract` that, with a ``path``, saves the graphs done so far to ``<path>.partial.npz`` about
+    every ``every_s`` seconds and resumes from that file (same fingerprint) after an interruption."""
+    done: list[CompGraph] = []
+    if path is not None and _partial_path(path).is_file():
+        try:
+            part = GraphDataset.load(_partial_path(path))
+            if part.meta.get("fingerprint") == fingerprint:
+                done = [part[i] for i in range(len(part))]
+        except (ValueError, KeyError, OSError):
+            done = []
+    if path is None:
+        return extract(archs, graph_fn, workers=workers, progress=progress)
+    archs = list(archs)
+    last = [time.perf_counter()]
+
+    def save(new: list) -> None:
+        if time.perf_counter() - last[0] < every_s:
+            return
+        graphs = done + [CompGraph(*r) for r in new]
+        GraphDataset.from_graphs(graphs, meta={"fingerprint": fingerprint, "partial": True}).save(_partial_path(path))
+        last[0] = time.perf_counter()
+
+    offset = len(done)
+    prog = progress
+    if progress and offset:  # report overall progress, not just this run's
+        t0 = time.perf_counter()
+
+        def prog(d, t):
+            _report(d + offset, t + offset, t0, progress)
+    return done + extract(archs[offset:], graph_fn, workers=workers, progress=prog, on_chunk=save)
 
 
 def _fingerprint(key: str, archs: np.ndarray) -> str:
@@ -217,11 +256,13 @@ def _extract_chunk(graph_fn: Callable, archs) -> list[tuple[np.ndarray, np.ndarr
 
 
 def extract(archs: Sequence, graph_fn: Callable, *, workers: int = 1, chunk: int = 32,
-            progress: bool = False) -> list[CompGraph]:
+            progress: bool | Callable = False, on_chunk: Callable | None = None) -> list[CompGraph]:
     """``[graph_fn(a) for a in archs]``, over ``workers`` spawned processes when ``workers > 1``.
 
     Spawned workers re-import the calling script, so a script using ``workers > 1`` needs the usual
-    ``if __name__ == "__main__":`` guard. ``progress`` prints a line per finished chunk.
+    ``if __name__ == "__main__":`` guard. ``progress``: ``True`` prints a line per finished chunk; a callable
+    is called as ``progress(done, total)`` instead (e.g. to drive a tqdm bar). ``on_chunk(results)`` is
+    called after every chunk with the ``(nodes, senders, receivers)`` tuples done so far (checkpointing).
     """
     archs = list(archs)
     chunks = [archs[i: i + chunk] for i in range(0, len(archs), chunk)]
@@ -230,19 +271,26 @@ def extract(archs: Sequence, graph_fn: Callable, *, workers: int = 1, chunk: int
     if workers <= 1 or len(chunks) <= 1:
         for c in chunks:
             results.extend(_extract_chunk(graph_fn, c))
+            if on_chunk is not None:
+                on_chunk(results)
             if progress:
-                _report(len(results), len(archs), t0)
+                _report(len(results), len(archs), t0, progress)
     else:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             for part in pool.map(functools.partial(_extract_chunk, graph_fn), chunks):
                 results.extend(part)
+                if on_chunk is not None:
+                    on_chunk(results)
                 if progress:
-                    _report(len(results), len(archs), t0)
+                    _report(len(results), len(archs), t0, progress)
     return [CompGraph(*r) for r in results]
 
 
-def _report(done: int, total: int, t0: float) -> None:
+def _report(done: int, total: int, t0: float, progress=True) -> None:
+    if callable(progress):
+        progress(done, total)
+        return
     dt = time.perf_counter() - t0
     print(f"graphs {done}/{total}  {dt:.0f}s  {dt / max(done, 1):.3f}s/graph", flush=True)
 
@@ -316,7 +364,8 @@ def nb201_dataset(ops, path: str | os.PathLike | None = None, *, config=None,
     reps, inverse = np.unique(pruned, axis=0, return_inverse=True)
     t = time.perf_counter()
     fn = functools.partial(nb201_graph, config=config, image_shape=tuple(image_shape))
-    graphs = extract([tuple(r) for r in reps.tolist()], fn, workers=workers, progress=progress)
+    graphs = _resumable_extract(path, fingerprint, [tuple(r) for r in reps.tolist()], fn, workers=workers,
+                                progress=progress)
     rep_ds = GraphDataset.from_graphs(graphs)
     ds = GraphDataset(rep_ds.nodes, rep_ds.edges, rep_ds.node_ptr, rep_ds.edge_ptr,
                       rep_ds.graph_of[inverse.reshape(-1)], ops,
@@ -324,4 +373,5 @@ def nb201_dataset(ops, path: str | os.PathLike | None = None, *, config=None,
                        "build_seconds": round(time.perf_counter() - t, 2)})
     if path is not None:
         ds.save(path)
+        _partial_path(path).unlink(missing_ok=True)
     return ds

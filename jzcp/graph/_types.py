@@ -76,7 +76,32 @@ A = {name: i for i, name in enumerate(ATTRS)}
 H_SCALE = 256.0
 C_SCALE = 512.0
 KERNEL_BUCKETS = (1, 2, 3, 5, 7)  # one-hot of max(kernel_h, kernel_w); a 6th slot for any other size
-NUM_FEATURES = NUM_OPS + 6 + len(KERNEL_BUCKETS) + 1 + 4
+NUM_BASE_FEATURES = NUM_OPS + 6 + len(KERNEL_BUCKETS) + 1 + 4  # GENNAPE-style columns
+NUM_FEATURES = NUM_BASE_FEATURES + 3  # plus the cost columns (log MACs, log params, log output size)
+_WEIGHTED = ("Conv", "Depthwise")
+
+
+def node_costs(attrs: np.ndarray) -> np.ndarray:
+    """``(N, 3)`` float64 per-node costs from attribute rows: multiply-accumulates, parameters and output
+    elements (``h_out * w_out * c_out``) of one example.
+
+    Conv / Depthwise: ``h_out w_out c_out k_h k_w c_in / groups`` MACs and ``k_h k_w c_in c_out / groups``
+    weights; MatMul: ``c_in c_out`` per output position (``h_out w_out``), ``c_in c_out`` weights; BatchNorm /
+    LayerNorm: ``2 c_out`` parameters (scale, shift); a folded bias adds ``c_out`` parameters. Other ops: none.
+    """
+    a = np.asarray(attrs, np.int64).reshape(-1, NUM_ATTRS).astype(np.float64)
+    op = a[:, A["op"]].astype(np.int64)
+    hw_out = a[:, A["h_out"]] * a[:, A["w_out"]]
+    c_in, c_out = a[:, A["c_in"]], a[:, A["c_out"]]
+    groups = np.maximum(a[:, A["groups"]], 1)
+    conv = np.isin(op, [OP_INDEX[o] for o in _WEIGHTED])
+    mm = op == OP_INDEX["MatMul"]
+    norm = np.isin(op, [OP_INDEX["BatchNorm"], OP_INDEX["LayerNorm"]])
+    w_conv = a[:, A["kernel_h"]] * a[:, A["kernel_w"]] * c_in * c_out / groups
+    weights = np.where(conv, w_conv, 0.0) + np.where(mm, c_in * c_out, 0.0)
+    macs = np.where(conv | mm, weights * np.maximum(hw_out, 1), 0.0)
+    params = weights + np.where(norm, 2 * c_out, 0.0) + np.where(a[:, A["bias"]] > 0, c_out, 0.0)
+    return np.stack([macs, params, hw_out * c_out], axis=1)
 
 
 def node_features(attrs: np.ndarray) -> np.ndarray:
@@ -85,7 +110,10 @@ def node_features(attrs: np.ndarray) -> np.ndarray:
     Columns: one-hot op (``NUM_OPS``); ``h_in, h_out, w_in, w_out`` / 256 and ``c_in, c_out`` / 512 (GENNAPE's
     order and scales); one-hot of ``max(kernel_h, kernel_w)`` over (1, 2, 3, 5, 7, other), all zero for
     ops without a window; ``log2(stride)``; ``log2(dilation)``; the group fraction
-    ``log(groups) / log(c_in)`` (0 dense, 1 depthwise); the bias flag.
+    ``log(groups) / log(c_in)`` (0 dense, 1 depthwise); the bias flag -- these first ``NUM_BASE_FEATURES``
+    columns follow GENNAPE. Then the costs of :func:`node_costs`, log-scaled: ``log10(1 + MACs) / 10``,
+    ``log10(1 + params) / 8``, ``log10(1 + output elements) / 8`` (all about in [0, 1] for CIFAR / ImageNet
+    networks).
     """
     a = np.asarray(attrs, np.int64).reshape(-1, NUM_ATTRS)
     n = a.shape[0]
@@ -109,6 +137,8 @@ def node_features(attrs: np.ndarray) -> np.ndarray:
         frac = np.where(c_in > 1, np.log(groups) / np.log(np.maximum(c_in, 2)), 0.0)
     out[:, col + 2] = np.clip(frac, 0.0, 1.0)
     out[:, col + 3] = a[:, A["bias"]] > 0
+    cost = np.log10(1.0 + node_costs(a))
+    out[:, NUM_BASE_FEATURES:] = cost / np.asarray([10.0, 8.0, 8.0])
     return out
 
 

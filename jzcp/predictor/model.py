@@ -18,6 +18,12 @@ Layers (``EncoderConfig.layer``):
 * ``"gat"`` -- single-head GAT (Velickovic et al., ICLR 2018) with a softmax over each node's in-edges
   plus a self loop (segment max/sum), out-edges as a second attention when ``bidirectional``.
 
+Readout (``EncoderConfig.readout``): ``mean`` (GENNAPE), ``sum`` or ``mean+sum``; the sum keeps how much
+computation a graph holds, which the mean normalises away (measured effect: README, predictor section).
+``features="cost"`` adds each node's log MACs / parameters / output size to GENNAPE's features
+(:func:`jzcp.graph.node_costs`); ``graph_features`` feeds log totals of MACs / parameters / nodes to the
+regression head (not to the contrastive projection).
+
 ``bidirectional=True`` (default) adds a separately weighted aggregation over successors: CGs are DAGs
 and a purely forward pass lets the Output node see everything but the Input node nothing; GENNAPE uses
 PyG's forward-only GraphConv (``bidirectional=False`` reproduces that). An optional ``edge_weight``
@@ -34,8 +40,13 @@ import jax
 import jax.numpy as jnp
 import jraph
 
+from jzcp.graph._types import NUM_BASE_FEATURES
+
 ACTIVATIONS = {"tanh": jnp.tanh, "relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu}
 LAYERS = ("graphconv", "gin", "gat")
+READOUTS = ("mean", "sum", "mean+sum")
+FEATURE_SETS = ("base", "cost")
+SUM_SCALE = 1.0 / 64.0  # sum readout scale: graphs have ~30-300 nodes, keeps it near the mean's magnitude
 
 
 @dataclass(frozen=True)
@@ -52,10 +63,23 @@ class EncoderConfig:
     layer_norm: bool = True  # per node: keeps padding invariance (no statistics across nodes)
     proj_dim: int = 32  # contrastive projection output
     head_hidden: int = 64
+    readout: str = "mean"  # "mean", "sum" (times SUM_SCALE) or "mean+sum" (concatenated)
+    features: str = "base"  # "base": GENNAPE-style node features; "cost": plus log MACs / params / size per node
+    graph_features: bool = False  # regression head also reads log total MACs / params / nodes of the graph
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of the embedding the regression head reads: the readout (``2 * hidden`` for ``mean+sum``)
+        plus 3 graph features if ``graph_features``."""
+        return (2 * self.hidden if self.readout == "mean+sum" else self.hidden) + (3 if self.graph_features else 0)
 
     def __post_init__(self):
         if self.layer not in LAYERS:
             raise ValueError(f"unknown layer {self.layer!r}; choose one of {LAYERS}")
+        if self.readout not in READOUTS:
+            raise ValueError(f"unknown readout {self.readout!r}; choose one of {READOUTS}")
+        if self.features not in FEATURE_SETS:
+            raise ValueError(f"unknown feature set {self.features!r}; choose one of {FEATURE_SETS}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; choose one of {tuple(ACTIVATIONS)}")
         if self.hidden < 1 or self.num_layers < 1 or self.proj_dim < 1 or self.head_hidden < 1:
@@ -149,8 +173,9 @@ _LAYER_CLS = {"graphconv": GraphConvLayer, "gin": GINLayer, "gat": GATLayer}
 
 
 class GraphEncoder(nn.Module):
-    """``GraphsTuple`` -> graph embeddings ``(G, hidden)`` (mean over each graph's nodes; rows of padding
-    graphs are zero)."""
+    """``GraphsTuple`` -> graph embeddings ``(G, D)``: the readout of the final node states over each graph's
+    nodes, ``D = hidden`` (``mean`` / ``sum``) or ``2 * hidden`` (``mean+sum``); rows of padding graphs are
+    zero. ``features="base"`` reads only the first ``NUM_BASE_FEATURES`` columns of the node features."""
 
     config: EncoderConfig
 
@@ -160,6 +185,8 @@ class GraphEncoder(nn.Module):
         cfg = self.config
         act = ACTIVATIONS[cfg.activation]
         x = graph.nodes["features"] if features is None else features
+        if cfg.features == "base":
+            x = x[:, :NUM_BASE_FEATURES]
         n, g = x.shape[0], graph.n_node.shape[0]
         h = act(nn.Dense(cfg.hidden, name="embed")(x))
         for i in range(cfg.num_layers):
@@ -173,7 +200,29 @@ class GraphEncoder(nn.Module):
         mask = graph.globals["valid"][gid].astype(h.dtype)
         total = jax.ops.segment_sum(h * mask[:, None], gid, num_segments=g)
         count = jax.ops.segment_sum(mask, gid, num_segments=g)
-        return total / jnp.maximum(count, 1.0)[:, None]
+        mean = total / jnp.maximum(count, 1.0)[:, None]
+        if cfg.readout == "mean":
+            return mean
+        if cfg.readout == "sum":
+            return total * SUM_SCALE
+        return jnp.concatenate([mean, total * SUM_SCALE], axis=-1)
+
+
+def graph_cost_features(graph: jraph.GraphsTuple) -> jax.Array:
+    """``(G, 3)`` graph-level features from the node cost columns (:func:`jzcp.graph.node_features`):
+    ``log10(1 + total MACs) / 10``, ``log10(1 + total params) / 8``, ``log10(nodes) / 3`` (zero rows for
+    padding graphs). Read from the un-augmented features."""
+    x = graph.nodes["features"][:, NUM_BASE_FEATURES:NUM_BASE_FEATURES + 2]
+    raw = jnp.power(10.0, x * jnp.asarray([10.0, 8.0], x.dtype)) - 1.0
+    gid = node_graph_ids(graph)
+    g = graph.n_node.shape[0]
+    valid = graph.globals["valid"]
+    mask = valid[gid].astype(x.dtype)
+    tot = jax.ops.segment_sum(raw * mask[:, None], gid, num_segments=g)
+    cnt = jax.ops.segment_sum(mask, gid, num_segments=g)
+    out = jnp.stack([jnp.log10(1.0 + tot[:, 0]) / 10.0, jnp.log10(1.0 + tot[:, 1]) / 8.0,
+                     jnp.log10(jnp.maximum(cnt, 1.0)) / 3.0], axis=-1)
+    return jnp.where(valid[:, None], out, 0.0)
 
 
 class MLP(nn.Module):
@@ -186,7 +235,7 @@ class MLP(nn.Module):
 
 
 class Predictor(nn.Module):
-    """Encoder plus both heads. ``__call__`` returns ``(embedding (G, hidden), projection (G, proj_dim),
+    """Encoder plus both heads. ``__call__`` returns ``(embedding (G, embed_dim), projection (G, proj_dim),
     prediction (G,))``; use ``method=`` :meth:`embed` / :meth:`project` / :meth:`predict` for one of them
     (all three are created at init)."""
 
@@ -197,19 +246,25 @@ class Predictor(nn.Module):
         self.proj_head = MLP(self.config.head_hidden, self.config.proj_dim)
         self.reg_head = MLP(self.config.head_hidden, 1)
 
+    def _with_graph_features(self, e, graph):
+        return jnp.concatenate([e, graph_cost_features(graph)], -1) if self.config.graph_features else e
+
     def __call__(self, graph, edge_weight=None, features=None):
         e = self.encoder(graph, edge_weight, features)
-        return e, self.proj_head(e), self.reg_head(e)[:, 0]
+        h = self._with_graph_features(e, graph)
+        return h, self.proj_head(e), self.reg_head(h)[:, 0]
 
     def embed(self, graph, edge_weight=None, features=None):
-        return self.encoder(graph, edge_weight, features)
+        """What the regression head reads: ``(G, config.embed_dim)``."""
+        return self._with_graph_features(self.encoder(graph, edge_weight, features), graph)
 
     def project(self, graph, edge_weight=None, features=None):
+        """Contrastive projection of the readout (graph features are not contrasted)."""
         return self.proj_head(self.encoder(graph, edge_weight, features))
 
     def predict(self, graph):
-        return self.reg_head(self.encoder(graph))[:, 0]
+        return self.reg_head(self.embed(graph))[:, 0]
 
     def head(self, embedding):
-        """Regression head on precomputed embeddings ``(G, hidden)`` -> ``(G,)``."""
+        """Regression head on precomputed embeddings ``(G, embed_dim)`` -> ``(G,)``."""
         return self.reg_head(embedding)[:, 0]

@@ -26,6 +26,13 @@ Design choices (the paper, Han et al. SDM 2023, publishes no code; see ``referen
   computed once, only the head trained -- fast) or fine-tuned end to end. Targets are standardised with the
   training labels' mean and std (ranks are unaffected). Losses: ``mse``, ``rank`` (pairwise logistic loss
   over all ordered pairs in a batch, as in RankNet) or ``mse+rank``.
+* **Per-family standardisation** (``FitConfig.adapt``): the head reads embeddings z-scored within each
+  family -- each source family separately when fitting, the predicted set when predicting (transductive,
+  label-free, as AdaBN). Families differ in width and resolution, so their embeddings occupy different
+  regions (measured effect on multi-family transfer: README, predictor section). In ``finetune`` mode the statistics are those of each batch's families.
+* **Ridge probe** (``FitConfig(head="ridge", adapt=True)``): a closed-form linear head on the frozen,
+  standardised embeddings, the penalty chosen by exact leave-one-out Spearman (:func:`ridge_loo`). The
+  K-shot choice: with 50 labels an MLP overfits, a linear probe does not.
 * **Training loop** (both stages): optax ``adamw`` with warm-up + cosine schedule and global-norm clipping;
   a dev split for early stopping (dev NT-Xent with fixed augmentation keys; dev MSE or negative Spearman
   when fitting); an atomic checkpoint (``tmp`` + ``os.replace``) after every epoch from which a run resumes
@@ -112,6 +119,7 @@ class PretrainConfig:
 
 
 LOSSES = ("mse", "rank", "mse+rank")
+HEADS = ("mlp", "ridge")
 
 
 @dataclass(frozen=True)
@@ -129,10 +137,20 @@ class FitConfig:
     dev_fraction: float = 0.2
     patience: int = 20
     seed: int = 0
+    adapt: bool = False  # z-score head inputs per family (fit: per group; predict: over the predicted set)
+    head: str = "mlp"  # "mlp" (trained by optax) or "ridge" (closed form, frozen mode, implies adapt)
+    ridge_lambdas: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0)
 
     def __post_init__(self):
+        object.__setattr__(self, "ridge_lambdas", tuple(float(v) for v in self.ridge_lambdas))
         if self.mode not in ("frozen", "finetune"):
             raise ValueError(f"mode must be 'frozen' or 'finetune', got {self.mode!r}")
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
+        if self.head == "ridge" and (self.mode != "frozen" or not self.adapt):
+            raise ValueError("head='ridge' needs mode='frozen' and adapt=True (it reads standardised embeddings)")
+        if not self.ridge_lambdas or min(self.ridge_lambdas) <= 0:
+            raise ValueError("ridge_lambdas must be positive")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.epochs < 1 or self.batch_size < 2 or not 0.0 <= self.dev_fraction < 1.0:
@@ -388,6 +406,18 @@ def init_params(config: EncoderConfig, seed: int, example) -> dict:
     return Predictor(config).init(jax.random.key(seed), example)["params"]
 
 
+def random_encoder(config: EncoderConfig, seed: int = 0) -> PretrainResult:
+    """An untrained encoder packaged like a pre-trained one: the no-pre-training ablation of a frozen /
+    ridge head (random graph features), with the same config and fitting code as the real one."""
+    from jzcp.graph._types import NUM_ATTRS
+
+    nodes = np.zeros((2, NUM_ATTRS), np.int32)
+    nodes[:, 0] = [OP_INDEX["Input"], OP_INDEX["Output"]]
+    tiny = G.CompGraph(nodes, [0], [1])
+    params = init_params(config, seed, make_batch([tiny, tiny], [0, 1], 2))
+    return PretrainResult(params, PretrainConfig(encoder=config, seed=seed), np.zeros((0, 2)), 0.0, 0)
+
+
 def pretrain(graphs: Sequence[G.CompGraph], config: PretrainConfig = PretrainConfig(), *,
              checkpoint: str | os.PathLike | None = None, log: Callable[[str], None] | None = None,
              stop_after: int | None = None) -> PretrainResult:
@@ -465,14 +495,19 @@ def _finetune_fns(enc: EncoderConfig, cfg: FitConfig, steps: int, pretrained: bo
     tx = optax.multi_transform({"head": tx_head, "enc": tx_enc},
                                lambda p: {k: ("head" if k == "reg_head" else "enc") for k in p})
 
-    def loss_fn(p, batch):
-        pred = model.apply({"params": p}, batch, method=Predictor.predict)
+    def loss_fn(p, batch, gid):
+        if cfg.adapt:  # per-family statistics of this batch (like batch norm with one statistic per family)
+            e = model.apply({"params": p}, batch, method=Predictor.embed)
+            e = _standardise_jnp(e, gid, batch.globals["valid"], MAX_GROUPS)
+            pred = model.apply({"params": p}, e, method=Predictor.head)
+        else:
+            pred = model.apply({"params": p}, batch, method=Predictor.predict)
         return _reg_loss(pred, batch.globals["target"], batch.globals["valid"], cfg)
 
     @jax.jit
-    def step(p, o, batch):
+    def step(p, o, batch, gid):
         _count("fit_step")
-        loss, g = jax.value_and_grad(loss_fn)(p, batch)
+        loss, g = jax.value_and_grad(loss_fn)(p, batch, gid)
         u, o = tx.update(g, o, p)
         return optax.apply_updates(p, u), o, loss
 
@@ -493,14 +528,14 @@ class FitResult:
 
 
 def embed(params: dict, encoder: EncoderConfig, graphs: Sequence[G.CompGraph], batch_size: int = 128) -> np.ndarray:
-    """``(len(graphs), hidden)`` graph embeddings."""
+    """``(len(graphs), encoder.embed_dim)`` graph embeddings."""
     model = Predictor(encoder)
     fn = _jitted_embed(model)
     out = []
     for s in range(0, len(graphs), batch_size):
         idx = np.arange(s, min(s + batch_size, len(graphs)))
         out.append(np.asarray(fn(params, make_batch(graphs, idx, batch_size)))[:len(idx)])
-    return np.concatenate(out) if out else np.zeros((0, encoder.hidden), np.float32)
+    return np.concatenate(out) if out else np.zeros((0, encoder.embed_dim), np.float32)
 
 
 _EMBED_CACHE: dict = {}
@@ -515,6 +550,72 @@ def _jitted_embed(model):
     return _EMBED_CACHE[model.config]
 
 
+MAX_GROUPS = 8  # families a single fit may standardise separately
+
+
+def _groups(groups, n: int) -> np.ndarray:
+    if groups is None:
+        return np.zeros(n, np.int32)
+    g = np.asarray(groups).reshape(-1)
+    if len(g) != n:
+        raise ValueError(f"{n} graphs but {len(g)} group ids")
+    _, g = np.unique(g, return_inverse=True)  # any labels -> 0..k-1
+    if g.max(initial=0) >= MAX_GROUPS:
+        raise ValueError(f"at most {MAX_GROUPS} groups (families) per fit")
+    return g.astype(np.int32)
+
+
+def standardise(e: np.ndarray, groups=None) -> np.ndarray:
+    """Z-score the rows of ``e`` ``(n, D)`` within each group (constant columns become 0). The ``adapt``
+    option's per-family standardisation: every family's embeddings get zero mean and unit variance, so a
+    head fitted on source families reads a target family on the same scale (transductive: it needs the
+    target's graphs, not their labels; as AdaBN, Li et al. 2018)."""
+    e = np.asarray(e, np.float64)
+    g = _groups(groups, len(e))
+    out = np.zeros_like(e)
+    for v in np.unique(g):
+        m = g == v
+        mu, sd = e[m].mean(0), e[m].std(0)
+        out[m] = np.where(sd > 1e-6, (e[m] - mu) / np.maximum(sd, 1e-6), 0.0)
+    return out.astype(np.float32)
+
+
+def _standardise_jnp(e, gid, valid, num_groups: int):
+    """Jittable per-group z-score of ``e`` (G, D) over the valid rows (padding rows take no part)."""
+    w = valid.astype(e.dtype)
+    cnt = jnp.maximum(jax.ops.segment_sum(w, gid, num_segments=num_groups), 1.0)[:, None]
+    mu = jax.ops.segment_sum(e * w[:, None], gid, num_segments=num_groups) / cnt
+    var = jax.ops.segment_sum(((e - mu[gid]) ** 2) * w[:, None], gid, num_segments=num_groups) / cnt
+    return (e - mu[gid]) * jax.lax.rsqrt(var[gid] + 1e-6)
+
+
+def ridge_loo(x: np.ndarray, y: np.ndarray, lambdas: Sequence[float]) -> tuple[np.ndarray, float, float, np.ndarray]:
+    """Ridge regression ``y ~ x w + b`` (intercept not penalised) with the penalty chosen by exact
+    leave-one-out prediction: ``(w (D,), b, lambda, loo_spearman per lambda)``.
+
+    Through the SVD of the centred ``x``: the hat matrix is ``U diag(s^2 / (s^2 + lambda)) U^T + 1/n``, the
+    leave-one-out residual ``r_i / (1 - H_ii)`` (Allen 1974), so every penalty costs one small product. The
+    penalty maximises the Spearman correlation of the leave-one-out predictions with ``y`` (the metric the
+    predictor is judged by; the squared error is dominated by a few degenerate networks at chance accuracy);
+    ties go to the larger penalty."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    n = len(y)
+    mu, ym = x.mean(0), y.mean()
+    u, sv, vt = np.linalg.svd(x - mu, full_matrices=False)
+    uy = u.T @ (y - ym)
+    loo = []
+    for lam in lambdas:
+        d = sv ** 2 / (sv ** 2 + lam)
+        r = (y - ym) - u @ (d * uy)
+        h = (u ** 2) @ d + 1.0 / n
+        loo.append(_spearman_np(y - r / np.maximum(1.0 - h, 1e-9), y))
+    loo = np.round(np.asarray(loo), 6)
+    lam = float(lambdas[len(loo) - 1 - int(np.argmax(loo[::-1]))])
+    w = vt.T @ (sv / (sv ** 2 + lam) * uy)
+    return w, float(ym - mu @ w), lam, np.asarray(loo)
+
+
 def _spearman_np(a, b) -> float:
     from scipy.stats import spearmanr
     r = spearmanr(a, b).statistic
@@ -524,8 +625,11 @@ def _spearman_np(a, b) -> float:
 def fit(graphs: Sequence[G.CompGraph], targets, config: FitConfig = FitConfig(), *,
         pretrained: PretrainResult | FitResult | dict | None = None, encoder: EncoderConfig | None = None,
         checkpoint: str | os.PathLike | None = None, log: Callable[[str], None] | None = None,
-        stop_after: int | None = None) -> FitResult:
+        stop_after: int | None = None, groups=None) -> FitResult:
     """Fit a regression head on labelled ``graphs`` (targets ``(n,)``, e.g. accuracy in percent).
+
+    ``groups`` ``(n,)``: the family of each graph, for ``config.adapt`` (per-family standardisation of the
+    head inputs; default one family).
 
     ``pretrained``: the encoder to start from (a :class:`PretrainResult`, a previous :class:`FitResult` --
     fine-tuning a source-fitted predictor on target samples --, or a params dict with ``encoder`` given);
@@ -540,6 +644,7 @@ def fit(graphs: Sequence[G.CompGraph], targets, config: FitConfig = FitConfig(),
         raise ValueError(f"{len(graphs)} graphs but {len(y)} targets")
     if len(y) < 2 or not np.all(np.isfinite(y)):
         raise ValueError("fit needs at least 2 finite targets")
+    gid = _groups(groups, len(y))
     if isinstance(pretrained, PretrainResult):
         enc, base = pretrained.config.encoder, pretrained.params
     elif isinstance(pretrained, FitResult):
@@ -564,10 +669,22 @@ def fit(graphs: Sequence[G.CompGraph], targets, config: FitConfig = FitConfig(),
         params = {**base, "reg_head": fresh["reg_head"]}
     cj = _config_json(cfg) + f"|{_config_json(enc)}|n={len(y)}"
 
+    if cfg.mode == "frozen" and cfg.head == "ridge":
+        if base is None:
+            raise ValueError("head='ridge' needs a pre-trained encoder")
+        emb = standardise(embed(params, enc, graphs), gid)
+        w, b, lam, loo = ridge_loo(emb, yz, cfg.ridge_lambdas)
+        final = {**params, "ridge": {"w": np.asarray(w, np.float32), "b": np.float32(b)}}
+        hist = np.stack([np.asarray(cfg.ridge_lambdas), loo], 1)  # (lambda, leave-one-out Spearman) rows
+        if log:
+            log(f"ridge: lambda {lam:g}, leave-one-out Spearman {loo.max():.4f}")
+        return FitResult(final, enc, cfg, mean, std, hist, time.perf_counter() - t0)
     if cfg.mode == "frozen":
         if base is None:
             raise ValueError("mode='frozen' needs a pre-trained encoder; use mode='finetune' without one")
         emb = embed(params, enc, graphs)
+        if cfg.adapt:
+            emb = standardise(emb, gid)
         tx, step, pred_dev = _head_fns(enc, dataclasses.replace(cfg, seed=0), steps)
         head = params["reg_head"]
 
@@ -598,12 +715,14 @@ def fit(graphs: Sequence[G.CompGraph], targets, config: FitConfig = FitConfig(),
             losses = []
             for s in range(steps):
                 idx = order[s * bs:(s + 1) * bs]
-                p, o, loss = step(p, o, make_batch(graphs, idx, bs, yz))
+                g_pad = np.zeros(bs + 1, np.int32)
+                g_pad[:len(idx)] = gid[idx]
+                p, o, loss = step(p, o, make_batch(graphs, idx, bs, yz), g_pad)
                 losses.append(loss)
             return dict(state, params=p, opt_state=o), float(np.mean(jax.device_get(losses)))
 
         def dev(p):
-            pr = _predict_z(p, enc, [graphs[i] for i in dev_idx])
+            pr = _predict_z(p, enc, [graphs[i] for i in dev_idx], adapt=cfg.adapt, groups=gid[dev_idx])
             return -_spearman_np(pr, yz[dev_idx])
 
         state = _loop({"params": params, "opt_state": tx.init(params)}, epochs=cfg.epochs, patience=cfg.patience,
@@ -613,9 +732,12 @@ def fit(graphs: Sequence[G.CompGraph], targets, config: FitConfig = FitConfig(),
     return FitResult(final, enc, cfg, mean, std, state["history"], time.perf_counter() - t0)
 
 
-def _predict_z(params, encoder: EncoderConfig, graphs, batch_size: int = 128) -> np.ndarray:
+def _predict_z(params, encoder: EncoderConfig, graphs, batch_size: int = 128, adapt: bool = False,
+               groups=None) -> np.ndarray:
     model = Predictor(encoder)
     emb = embed(params, encoder, graphs, batch_size)
+    if adapt:
+        emb = standardise(emb, groups)
     return np.asarray(_jitted_head(model)(params, emb))
 
 
@@ -628,11 +750,22 @@ def _jitted_head(model):
     return _HEAD_CACHE[model.config]
 
 
-def predict(model: FitResult, graphs: Sequence[G.CompGraph], batch_size: int = 128) -> np.ndarray:
-    """``(len(graphs),)`` predicted targets (in the units of the training targets)."""
+def predict(model: FitResult, graphs: Sequence[G.CompGraph], batch_size: int = 128, groups=None) -> np.ndarray:
+    """``(len(graphs),)`` predicted targets (in the units of the training targets).
+
+    A model fitted with ``adapt`` standardises the embeddings over ``graphs`` (per ``groups``, default one
+    family): predict a family's architectures together, at least a few dozen, not one at a time."""
     if not len(graphs):
         return np.zeros((0,), np.float32)
-    return _predict_z(model.params, model.encoder, graphs, batch_size) * model.std + model.mean
+    if model.config.adapt and len(graphs) < 2:
+        raise ValueError("a model fitted with adapt=True predicts sets of graphs (>= 2) of one family")
+    if model.config.head == "ridge":
+        r = model.params["ridge"]
+        emb = standardise(embed(model.params, model.encoder, graphs, batch_size), groups)
+        z = emb @ np.asarray(r["w"], np.float32) + np.float32(r["b"])
+    else:
+        z = _predict_z(model.params, model.encoder, graphs, batch_size, adapt=model.config.adapt, groups=groups)
+    return z * model.std + model.mean
 
 
 def evaluate(model: FitResult, graphs: Sequence[G.CompGraph], targets, k: int = 10) -> dict:
@@ -651,3 +784,67 @@ def rank_metrics(pred, targets, k: int = 10) -> dict:
     rel = t - min(t.min(), 0.0)
     nd = float(metrics.ndcg_at_k(jnp.asarray(pred, jnp.float32), jnp.asarray(rel, jnp.float32), k))
     return {"spearman": rc["spearman"], "kendall": rc["kendall"], f"ndcg@{k}": nd, "n": rc["n"]}
+
+
+# --- model files -------------------------------------------------------------------------------------------------
+
+MODEL_FORMAT = 1
+
+
+def _dataclass_from_dict(cls, d: dict):
+    """Rebuild a (nested) config dataclass from ``dataclasses.asdict`` output; unknown keys are an error,
+    missing ones take their defaults (files written before a field existed still load)."""
+    kw = {}
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    for k, v in d.items():
+        if k not in names:
+            raise ValueError(f"{cls.__name__} has no field {k!r} (model file from another version?)")
+        default = getattr(cls(), k) if k in names else None
+        kw[k] = _dataclass_from_dict(type(default), v) if dataclasses.is_dataclass(default) else v
+    return cls(**kw)
+
+
+def save_model(path: str | os.PathLike, result: PretrainResult | FitResult) -> None:
+    """Write a :class:`PretrainResult` (an encoder) or a :class:`FitResult` (a predictor) atomically to one
+    msgpack file: parameters, configs (JSON), target standardisation, training history."""
+    if isinstance(result, PretrainResult):
+        meta = {"kind": "pretrain", "encoder": dataclasses.asdict(result.config.encoder),
+                "config": dataclasses.asdict(result.config), "wall_s": result.wall_s,
+                "num_graphs": result.num_graphs}
+    elif isinstance(result, FitResult):
+        meta = {"kind": "fit", "encoder": dataclasses.asdict(result.encoder),
+                "config": dataclasses.asdict(result.config), "mean": result.mean, "std": result.std,
+                "wall_s": result.wall_s}
+    else:
+        raise ValueError(f"cannot save a {type(result).__name__}; expected PretrainResult or FitResult")
+    meta["format"] = MODEL_FORMAT
+    state = {"params": flax.serialization.to_state_dict(result.params),
+             "history": np.asarray(result.history, np.float64)}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = flax.serialization.msgpack_serialize({"meta": json.dumps(meta), "state": state})
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(blob)
+    os.replace(tmp, path)
+
+
+def load_model(path: str | os.PathLike) -> PretrainResult | FitResult:
+    """Read a file written by :func:`save_model`; ``ValueError`` if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"model file {path} does not exist")
+    try:
+        raw = flax.serialization.msgpack_restore(path.read_bytes())
+        meta = json.loads(raw["meta"])
+    except Exception as e:  # noqa: BLE001 - any parse failure means "not a model file"
+        raise ValueError(f"{path} is not a jzcp predictor model file ({type(e).__name__}: {e})") from None
+    if meta.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{path}: model format {meta.get('format')} != {MODEL_FORMAT}")
+    params = jax.tree.map(jnp.asarray, raw["state"]["params"])
+    history = np.asarray(raw["state"]["history"], np.float64).reshape(-1, 2)
+    enc = _dataclass_from_dict(EncoderConfig, meta["encoder"])
+    if meta["kind"] == "pretrain":
+        return PretrainResult(params, _dataclass_from_dict(PretrainConfig, meta["config"]), history,
+                              float(meta["wall_s"]), int(meta["num_graphs"]))
+    return FitResult(params, enc, _dataclass_from_dict(FitConfig, meta["config"]), float(meta["mean"]),
+                     float(meta["std"]), history, float(meta["wall_s"]))
