@@ -204,6 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(p_score)
     p_score.set_defaults(func=cmd_score)
 
+    from jzcp.evolve_cli import add_evolve_arguments, run_evolve_command  # JAX is imported inside the runner
+
+    p_evolve = sub.add_parser(
+        "evolve",
+        help="evolve EZNAS proxy programs on real network statistics (checkpointed, resumable)",
+        description="EZNAS genetic programming: evolve zero-cost proxy programs on statistics of real networks.",
+    )
+    add_evolve_arguments(p_evolve)
+    _add_data_dir(p_evolve)
+    p_evolve.set_defaults(func=run_evolve_command)
+
     from jzcp.predictor.cli import add_predictor_arguments  # light: JAX is imported inside its runners
 
     add_predictor_arguments(sub)

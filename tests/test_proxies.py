@@ -28,7 +28,7 @@ from jzcp.spaces import nb201 as space
 FAST = {"xla_backend_optimization_level": 0}  # ~3x faster XLA compiles on CPU; same numbers up to rounding
 CFG = P.ProxyConfig(batch_size=8, seed=0)
 SPEC = P.nb201_net(10, CFG, channels=4, cells_per_stage=1, image_shape=(8, 8, 3))
-ALL = tuple(P.PROXIES)
+ALL = tuple(n for n in P.PROXIES if not n.startswith("eznas_a"))  # EZNAS-A variants: tests/test_statistics.py
 # Every op kind; edge (2,3) is none, so the pool on (1,2) and the conv1x1 on (0,2) sit on an unreachable branch
 # (they exist in the reference network; their gradients are zero).
 MIXED = np.array([space.CONV3X3, space.CONV1X1, space.AVGPOOL, space.SKIP, space.CONV3X3, space.NONE])
@@ -350,7 +350,8 @@ def test_suite_validates_its_inputs(params, batch):
 
 
 def test_registry_metadata_and_protocol_record():
-    assert set(P.NBSZ_PROXIES) <= set(P.PROXIES) and len(P.PROXIES) == 15
+    assert set(P.NBSZ_PROXIES) <= set(P.PROXIES) and len(P.PROXIES) == 18
+    assert {"eznas_a", "eznas_a_t3gn", "eznas_a_thirdparty"} <= set(P.PROXIES)
     assert P.PROXIES["synflow"].needs_bn_free and not P.PROXIES["nwot"].needs_labels
     assert P.PROXIES["grad_norm"].needs_labels and P.PROXIES["jacov"].reads_batch
     assert all(p.description for p in P.PROXIES.values())

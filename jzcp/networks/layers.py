@@ -47,6 +47,13 @@ is_leaf=is_tap)`` lists them; several records may share one name, sow appends th
 * :class:`PoolTap` ``(x,)``: the input of the global average pool (zen's ``forward_before_global_avg_pool``).
 * :class:`RCBTap` ``(inp, live)``: input of a ReLU-Conv-BN block; its gradient is the gradient of the
   perturbation :data:`RCB_INPUT` recorded by the same block.
+* :class:`RCBBlockTap` ``(inp, kernel, out, live)``: one ReLU-Conv-BN block as a whole (EZNAS statistics):
+  its input, its own conv kernel (HWIO, the block's real kernel size) and its output (after BN). The same
+  scope holds the perturbations :data:`RCB_INPUT` (block input), :data:`RCB_CONV` (conv output, before BN)
+  and :data:`RCB_OUTPUT` (block output), whose gradients give every EZNAS gradient statistic. A scope may
+  sow several records (NB201 edges: one per candidate conv, sharing input and output, with their own
+  liveness); they share the scope's perturbations. The conv follows :func:`conv2d` (symmetric padding
+  ``(k - 1) // 2``, no dilation); its stride is ``H_in / H_out``.
 """
 from __future__ import annotations
 
@@ -66,6 +73,9 @@ TAPS = "taps"
 PERTURBATIONS = "perturbations"
 CONV_OUTPUT = "out"  # name of a conv / linear module's output perturbation and ConvTap
 RCB_INPUT = "rcb_in"  # name of a ReLU-Conv-BN block's input perturbation and RCBTap
+RCB_CONV = "rcb_conv"  # perturbation of a ReLU-Conv-BN block's conv output (additive, full size)
+RCB_OUTPUT = "rcb_out"  # perturbation of a ReLU-Conv-BN block's output (additive, full size)
+RCB_BLOCK = "rcb_block"  # name of the RCBBlockTap records
 
 
 @dataclass(frozen=True)
@@ -146,7 +156,14 @@ class RCBTap(NamedTuple):
     live: jax.Array  # () bool
 
 
-TAP_TYPES = (ReluTap, BNTap, ConvTap, FlopsTap, FeatureTap, PoolTap, RCBTap)
+class RCBBlockTap(NamedTuple):
+    inp: jax.Array  # (B, H, W, C_in) block input (before the ReLU)
+    kernel: jax.Array  # (k, k, C_in / groups, C_out) the block's own conv kernel
+    out: jax.Array  # (B, H', W', C_out) block output (after BN)
+    live: jax.Array  # () bool
+
+
+TAP_TYPES = (ReluTap, BNTap, ConvTap, FlopsTap, FeatureTap, PoolTap, RCBTap, RCBBlockTap)
 
 
 def is_tap(v) -> bool:
@@ -413,6 +430,22 @@ def rcb_input(mdl: nn.Module, x: jax.Array, live=True) -> jax.Array:
     return mdl.perturb(RCB_INPUT, x)
 
 
+def rcb_conv_output(mdl: nn.Module, z: jax.Array) -> jax.Array:
+    """Add the :data:`RCB_CONV` perturbation to a ReLU-Conv-BN block's conv output ``z`` (pass zeros to get the
+    perturbation itself, e.g. to hand it into a ``lax.cond``)."""
+    return mdl.perturb(RCB_CONV, z)
+
+
+def rcb_output(mdl: nn.Module, y: jax.Array) -> jax.Array:
+    """Add the :data:`RCB_OUTPUT` perturbation to a ReLU-Conv-BN block's output ``y``."""
+    return mdl.perturb(RCB_OUTPUT, y)
+
+
+def rcb_block(mdl: nn.Module, inp: jax.Array, kernel: jax.Array, out: jax.Array, live=True) -> None:
+    """Record a ReLU-Conv-BN block (:class:`RCBBlockTap`): input, own conv kernel, output, liveness."""
+    tap(mdl, RCB_BLOCK, RCBBlockTap(inp, kernel, out, _bool(live)))
+
+
 class ReLUConvBN(nn.Module):
     """ReLU -> Conv (no bias) -> BatchNorm: the "RCB" block of NB201/DARTS-style cells.
 
@@ -429,7 +462,11 @@ class ReLUConvBN(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, live=True) -> jax.Array:
+        inp = x
         x = rcb_input(self, x, live)
         x = relu(self, x, live)
         x = conv(self.features, self.kernel, self.stride, init_scheme(self.weight_init), name="conv")(x, live)
-        return BatchNorm(self.batch_norm, self.bn_batch_stats, name="bn")(x, live, feature_weight=3.0)
+        x = rcb_conv_output(self, x)
+        y = rcb_output(self, BatchNorm(self.batch_norm, self.bn_batch_stats, name="bn")(x, live, feature_weight=3.0))
+        rcb_block(self, inp, self.variables["params"]["conv"]["kernel"], y, live)
+        return y

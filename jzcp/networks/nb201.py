@@ -122,10 +122,11 @@ class Edge(nn.Module):
         is_conv = is1 | is3
         x_rcb = layers.rcb_input(self, x, live=is_conv)
         p_out = layers.channel_perturbation(self, x)  # C_out == C_in in a cell
+        p_z = layers.rcb_conv_output(self, jnp.zeros_like(x))  # the EZNAS conv-output perturbation itself
 
         def conv_op(operands):
-            xr, p, kernel, scale, bias = operands
-            z = layers.apply_channel_perturbation(conv2d(nn.relu(xr), kernel), p)
+            xr, p, pz, kernel, scale, bias = operands
+            z = layers.apply_channel_perturbation(conv2d(nn.relu(xr), kernel), p) + pz
             var = layers._moments(z)[1] if bn_on else jnp.zeros((c,), z.dtype)
             return batch_norm(z, scale, bias, bn_on, stats), z, var
 
@@ -134,11 +135,15 @@ class Edge(nn.Module):
 
         # conv1x1 is conv3x3 with its kernel zero-padded (the same sums), so both share one conv.
         kernel = jnp.where(is3, k3, jnp.pad(k1, ((1, 1), (1, 1), (0, 0), (0, 0))))
-        operands = (x_rcb, p_out, kernel, jnp.where(is3, s3, s1), jnp.where(is3, b3, b1))
+        operands = (x_rcb, p_out, p_z, kernel, jnp.where(is3, s3, s1), jnp.where(is3, b3, b1))
         if self.dispatch == "cond":
             y_conv, z, var = jax.lax.cond(is_conv, conv_op, no_op, operands)
         else:  # a zero kernel when the op is not a conv: the conv runs, its output is not selected
-            y_conv, z, var = conv_op((*operands[:2], jnp.where(is_conv, kernel, 0.0), *operands[3:]))
+            y_conv, z, var = conv_op((*operands[:3], jnp.where(is_conv, kernel, 0.0), *operands[4:]))
+        y_conv = layers.rcb_output(self, y_conv)
+        # EZNAS block records: one per candidate conv, each with its own kernel size and liveness
+        layers.rcb_block(self, x, k1, y_conv, live=is1)
+        layers.rcb_block(self, x, k3, y_conv, live=is3)
         choices = (jnp.zeros_like(x), x, y_conv, y_conv, avg_pool_3x3(x))
         y = jnp.select([op == i for i in range(space.NUM_OPS)], choices)
 
@@ -166,11 +171,16 @@ class Edge(nn.Module):
         if op == space.AVGPOOL:
             return layers.avg_pool(self, x, 3, 1, feature_weight=2.0, name="op")
         kernel, scale, bias = p1 if op == space.CONV1X1 else p3
+        inp = x
         x = layers.rcb_input(self, x)
         z = conv2d(layers.relu(self, x), kernel)
         z = layers.apply_channel_perturbation(z, layers.channel_perturbation(self, z))
+        z = layers.rcb_conv_output(self, z)
         layers.conv_taps(self, z, int(np.prod(kernel.shape[:3])))
-        return layers.bn(self, z, scale, bias, self.batch_norm, self.bn_batch_stats, feature_weight=3.0)
+        y = layers.bn(self, z, scale, bias, self.batch_norm, self.bn_batch_stats, feature_weight=3.0)
+        y = layers.rcb_output(self, y)
+        layers.rcb_block(self, inp, kernel, y)
+        return y
 
 
 class Cell(nn.Module):

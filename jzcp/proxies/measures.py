@@ -1,5 +1,6 @@
 """The zero-cost proxies: NAS-Bench-Suite-Zero's 13 (NASLib ``predictors/utils/pruners/measures``) plus
-ZiCo and MeCo, each with its reference semantics.
+ZiCo, MeCo and EZNAS-A in three variants (``eznas_a`` code-faithful, ``eznas_a_t3gn`` paper text,
+``eznas_a_thirdparty``), each with its reference semantics.
 
 Conventions shared with the references (NASLib, SamsungLabs/zero-cost-nas):
 
@@ -277,6 +278,75 @@ def _zico(ctx: Context):
     return ctx.weight_terms(lambda w, g: zico_layer(g), grads)
 
 
+# --- EZNAS-A (Akhauri et al., NeurIPS 2022): frobenius_norm(sigmoid(logdet(sign(X)))) per block, mean -------
+
+
+def _eznas_a_term(x: jax.Array, logdet: str = "eznas") -> jax.Array:
+    """``frobenius_norm(sigmoid(logdet(sign(x))))`` of one block's tensor ``x`` in torch layout (the determinant
+    over its last two dims). ``logdet="eznas"``: the EZNAS primitive (det < 0 -> NaN -> 0, det == 0 -> -inf kept,
+    :mod:`jzcp.programs`); ``"abs"``: ``log |det|`` (``torch.linalg.slogdet``'s second output, the third-party
+    version). The ops are :func:`jzcp.programs.apply_primitive`'s, so a program scores identically."""
+    from jzcp import programs as pg
+
+    a = pg.apply_primitive("sign", x)
+    if logdet == "eznas":
+        d = pg.apply_primitive("logdet", a)
+    else:
+        d = jnp.linalg.slogdet(a)[1]
+    return pg.apply_primitive("frobenius_norm", pg.apply_primitive("sigmoid", d))
+
+
+def _mean_live(terms) -> jax.Array:
+    """Mean of the ``(value, live)`` pairs whose ``live`` is True (NaN if none is)."""
+    total, count = jnp.float32(0.0), jnp.float32(0.0)
+    for v, live in terms:
+        total = total + jnp.where(live, v, 0.0)
+        count = count + jnp.asarray(live, jnp.float32)
+    return total / count
+
+
+def _eznas_a(ctx: Context):
+    """EZNAS-A as the official code computes it (the published re-run numbers): for every live ReLU-Conv-BN block
+    (stem excluded) the gradient of ``sum(logits)`` w.r.t. the block input (BN as configured, train mode in
+    EZNAS), as ``(B, C, H, W)``; ``frobenius_norm(sigmoid(logdet(sign(g))))`` with the log-determinant over
+    H x W (det < 0 -> 0, singular -> -inf -> sigmoid 0) and the norm over the B x C matrix of log-determinants;
+    the score is the mean over blocks. Program form: ``frobenius_norm(sigmoid(logdet(sign(inpactgrad_D))))``."""
+    return _mean_live((_eznas_a_term(jnp.transpose(g, (0, 3, 1, 2))), live)
+                      for _, g, live in ctx.block_input_grads())
+
+
+def _eznas_a_t3gn(ctx: Context):
+    """EZNAS-A as the paper's text describes it: X = the conv-weight gradient of ``sum(logits)`` of every live
+    ReLU-Conv-BN block on the N pass (standard Gaussian input of the batch's shape, drawn exactly as the
+    statistics' N pass of :mod:`jzcp.statistics` with key ``fold_in(key, STREAM_EZNAS)``), as
+    ``(C_out, C_in, k, k)``; log-determinant over the k x k kernel; mean over blocks. Program form:
+    ``frobenius_norm(sigmoid(logdet(sign(wtgrad_N))))``."""
+    from jzcp import statistics as st
+
+    noise = st.pass_inputs(ctx.x_data, ctx.stream(st.STREAM_EZNAS))[1]
+    blocks = st.block_tensors(ctx.net, ctx.params, noise)
+    return _mean_live((_eznas_a_term(jnp.transpose(b["wtgrad"], (3, 2, 0, 1))), b["live"]) for b in blocks)
+
+
+def _eznas_a_thirdparty(ctx: Context):
+    """A third-party EZNAS-A (``compute_eznas_a`` of the AutoZC / PiCO-NAS code): uniform U[0, 1) noise input of the
+    batch's shape, mean cross-entropy with the batch labels, the weight gradient of **every** convolution the
+    architecture has (stem and shortcut convs included, linear layers not), ``(C_out, C_in, k, k)``;
+    ``frobenius_norm(sigmoid(log|det(sign(g))|))`` (the determinant's sign dropped: ``slogdet``'s log-abs); mean
+    over the convolutions."""
+    from jzcp import statistics as st
+
+    x = jax.random.uniform(jax.random.fold_in(ctx.stream(st.STREAM_EZNAS), 3), ctx.x_data.shape, jnp.float32)
+    grads = jax.grad(lambda p: cross_entropy(ctx.net.apply(p, x)[0], ctx.y))(ctx.params)
+    leaves = jax.tree_util.tree_flatten_with_path(ctx.params)[0]
+    masks = jax.tree.leaves(ctx.mask())
+    terms = []
+    for (path, w), g, m in zip(leaves, jax.tree.leaves(grads), masks):
+        if is_weight_path(path) and w.ndim == 4:
+            terms.append((_eznas_a_term(jnp.transpose(g, (3, 2, 0, 1)), logdet="abs"), m > 0))
+    return _mean_live(terms)
+
+
 # --- helpers --------------------------------------------------------------------------------------------------
 
 
@@ -312,6 +382,7 @@ class ProxyInfo:
 
 
 _NASLIB = "NAS-Bench-Suite-Zero / NASLib predictors/utils/pruners/measures"
+_EZNAS = "IntelLabs Hardware-Aware-Automated-Machine-Learning EZNAS/ (Akhauri et al., NeurIPS 2022)"
 PROXIES: dict[str, ProxyInfo] = {
     p.name: p
     for p in [
@@ -330,6 +401,12 @@ PROXIES: dict[str, ProxyInfo] = {
         ProxyInfo("zen", _zen, False, False, False, True, _NASLIB + "/zen.py (Lin et al., ICCV 2021)"),
         ProxyInfo("zico", _zico, True, False, True, True, "SLDGroup/ZiCo ZeroShotProxy/compute_zico.py (Li et al., ICLR 2023)"),
         ProxyInfo("meco", _meco, False, False, False, True, "HamsterMimi/MeCo correlation/foresight/pruners/measures/meco.py (Jiang et al., NeurIPS 2023)"),
+        ProxyInfo("eznas_a", _eznas_a, False, False, True, True,
+                  _EZNAS + " (code-faithful: inpactgrad_D, logdet over H x W)"),
+        ProxyInfo("eznas_a_t3gn", _eznas_a_t3gn, False, False, False, True,
+                  _EZNAS + " (paper text: wtgrad_N, logdet over k x k)"),
+        ProxyInfo("eznas_a_thirdparty", _eznas_a_thirdparty, True, False, False, True,
+                  "AutoZC / PiCO-NAS compute_eznas_a (uniform input, CE, every conv weight gradient, log|det|)"),
     ]
 }
 NBSZ_PROXIES = ("epe_nas", "fisher", "flops", "grad_norm", "grasp", "jacov", "l2_norm", "nwot", "params", "plain",
@@ -356,3 +433,5 @@ def _public(info: ProxyInfo):
 epe_nas, fisher, flops, grad_norm, grasp, jacov, l2_norm, nwot, params, plain, snip, synflow, zen, zico, meco = (
     _public(PROXIES[n]) for n in ("epe_nas", "fisher", "flops", "grad_norm", "grasp", "jacov", "l2_norm", "nwot",
                                   "params", "plain", "snip", "synflow", "zen", "zico", "meco"))
+eznas_a, eznas_a_t3gn, eznas_a_thirdparty = (
+    _public(PROXIES[n]) for n in ("eznas_a", "eznas_a_t3gn", "eznas_a_thirdparty"))
