@@ -144,10 +144,10 @@ def load_benchmark(space: str, dataset: str = "cifar10", data_dir=None) -> Bench
                      ("val_accuracy",), reference)
 
 
-def select_archs(spec: str, arch_seed: int, bench) -> np.ndarray:
-    """Indices into ``bench`` (a :class:`Benchmark`, or an array of NB201 arch strings) chosen by ``all`` /
-    ``sample:N`` / a file of architectures (one per line, first CSV column; ``#`` comments)."""
-    keys = bench.keys if isinstance(bench, Benchmark) else np.asarray(bench)
+def select_archs(spec: str, arch_seed: int, bench: Benchmark) -> np.ndarray:
+    """Indices into ``bench`` chosen by ``all`` / ``sample:N`` / a file of architectures (one per line, first CSV
+    column for NB201; ``#`` comments)."""
+    keys = bench.keys
     n = len(keys)
     if spec == "all":
         return np.arange(n)
@@ -162,8 +162,6 @@ def select_archs(spec: str, arch_seed: int, bench) -> np.ndarray:
     path = Path(spec)
     if not path.is_file():
         raise ValueError(f"--archs {spec!r}: not 'all', not 'sample:N', and no such file")
-    if not isinstance(bench, Benchmark):
-        bench = Benchmark("nb201", "cifar10", keys, np.zeros((n, 0), np.int32), {}, (), {})
     lookup = {str(a): i for i, a in enumerate(keys)}
     out = []
     for lineno, line in enumerate(path.read_text().splitlines(), 1):
