@@ -97,15 +97,11 @@ def _space_rows(name: str, args) -> list[dict]:
                          "params": int(net.param_count(enc)), "flops_M": round(float(net.flops(enc)) / 1e6, 3)})
         return rows
     if name == "nb301":
-        import ast
-
         from jzcp.networks import darts as net
         from jzcp.spaces import darts as space
 
         if args.arch is not None:
-            text = args.arch.strip()
-            archs = [space.parse_genotype(text) if text.startswith("Genotype") else
-                     space.parse_compact(ast.literal_eval(text))]
+            archs = [space.parse_text(args.arch)]
         else:
             archs = list(np.asarray(space.sample(key, args.sample)))
         return [{"compact": str(space.format_compact(a)), "genotype": space.format_genotype(a),

@@ -94,15 +94,9 @@ class Benchmark:
             from jzcp.spaces import nb101
 
             return str(nb101.format_naslib(nb101.parse_naslib(text)))
-        import ast
-
         from jzcp.spaces import darts
 
-        try:
-            value = ast.literal_eval(text.strip())
-        except (ValueError, SyntaxError):
-            raise ValueError(f"NB301 architecture {text[:60]!r} is not a NASLib compact tuple") from None
-        return str(darts.format_compact(darts.parse_compact(value)))
+        return str(darts.format_compact(darts.parse_text(text)))
 
 
 def load_benchmark(space: str, dataset: str = "cifar10", data_dir=None) -> Benchmark:

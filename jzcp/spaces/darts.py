@@ -189,6 +189,19 @@ def parse_genotype(genotype: Any, allow_none: bool = False) -> np.ndarray:
     return arch
 
 
+def parse_text(text: str, allow_none: bool = False) -> np.ndarray:
+    """A user's text form of a cell -> ``(2, 8, 2)`` int32: a ``Genotype(...)`` string or a NASLib compact tuple
+    literal (parsed, never evaluated). Raises ``ValueError`` naming the problem."""
+    text = text.strip()
+    if text.startswith("Genotype"):
+        return parse_genotype(text, allow_none)
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        raise ValueError(f"DARTS cell {text[:60]!r} is neither a Genotype(...) string nor a NASLib compact tuple") from None
+    return parse_compact(value, allow_none)
+
+
 def to_genotype(arch: Any, allow_none: bool = False) -> Genotype:
     """``(2, 8, 2)`` array -> :data:`Genotype` namedtuple with lists of ``(op name, input)`` and concat ``[2..5]``."""
     a = _check(arch, "array", allow_none)
