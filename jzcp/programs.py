@@ -108,6 +108,8 @@ import numpy as np
 from flax import struct
 from jax import lax
 
+from jzcp import linalg
+
 __all__ = [
     "Primitive",
     "PRIMITIVES",
@@ -694,7 +696,7 @@ def _p_normalize(a):
 
 def _slogdet_parts(a):
     """(sign, log|det|) over the last two dims from one LU factorisation with partial pivoting (as torch)."""
-    return jnp.linalg.slogdet(a)
+    return linalg.slogdet(a)  # LAPACK in chunks: a large batched call can deadlock XLA's CPU runtime
 
 
 def _p_det(a):
@@ -722,7 +724,7 @@ def _p_eig_ratio(a, symmetrize: bool):
     g = jnp.matmul(m, m.T, precision=_HI)
     if symmetrize:
         g = g + g.T
-    e = jnp.linalg.eigvalsh(g)  # ascending
+    e = linalg.eigvalsh(g)  # ascending
     return e[-1] / e[0]
 
 
@@ -1421,7 +1423,7 @@ def _make_kernel(desc: tuple, tier: int, spec: GroupSpec, chunk: int):
                 return _detlog(x, code)
             m = x.reshape(x.shape[0], -1)
             g = jnp.matmul(m, m.T, precision=_HI)
-            e = jnp.linalg.eigvalsh(jnp.where(code == 0, g + g.T, g))
+            e = linalg.eigvalsh(jnp.where(code == 0, g + g.T, g))
             return e[-1] / e[0]
 
         def k_unary_shaped(own, others, arrays, i: _Info):

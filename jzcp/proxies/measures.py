@@ -27,7 +27,7 @@ import numpy as np
 
 from jzcp.networks import layers
 from jzcp.networks.layers import taps_of
-from jzcp.proxies import _linalg
+from jzcp import linalg as _linalg
 from jzcp.proxies.context import (
     STREAM_MECO,
     STREAM_ZEN,
@@ -92,7 +92,7 @@ def _jacobian_rows(ctx: Context) -> jax.Array:
 
 def jacov_score(rows: jax.Array) -> jax.Array:
     """``-sum_i log(v_i + k) + 1 / (v_i + k)``, v the eigenvalues of ``corrcoef(rows)``, rows (B, D)."""
-    v = jnp.linalg.eigvalsh(_linalg.corrcoef(rows))
+    v = _linalg.eigvalsh(_linalg.corrcoef(rows))
     return -jnp.sum(jnp.log(v + EPS_CORR) + 1.0 / (v + EPS_CORR))
 
 
@@ -292,7 +292,7 @@ def _eznas_a_term(x: jax.Array, logdet: str = "eznas") -> jax.Array:
     if logdet == "eznas":
         d = pg.apply_primitive("logdet", a)
     else:
-        d = jnp.linalg.slogdet(a)[1]
+        d = _linalg.slogdet(a)[1]
     return pg.apply_primitive("frobenius_norm", pg.apply_primitive("sigmoid", d))
 
 
