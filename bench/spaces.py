@@ -3,12 +3,17 @@
     python bench/spaces.py [--spaces nb201,nb101,nb301,macro,mobilenetv3] [--archs 3] [--batch-size 64]
                            [--proxies jacov,nwot,snip,grad_norm,params,flops] [--mbv3-resolution 224]
                            [--out bench/out/spaces.json]
+    python bench/spaces.py --statistics --batch-size 1 [--spaces ...]   # the EZNAS statistics collector instead
 
 Per space, one jitted proxy suite (:func:`jzcp.proxies.make_suite`) is built with the architecture as a traced
 argument; the first call's time is the compilation (plus one run), the next ``--archs`` random architectures give
 the steady time per architecture (median, fresh per-architecture init included: that is what ``jzcp score``
 pays). The number of traces is counted: it must be 1 for every space. A 2048x2048 float32 matmul is timed in the
 same process so that times can be compared across (noisy) machines as a ratio.
+
+``--statistics`` times the EZNAS statistics collector (:func:`jzcp.statistics.make_collector`, D / N / P passes)
+instead, and reports the memory of one network's statistics: all candidate blocks (what the jitted call returns)
+and the live blocks only (what the interpreter and the cache hold), mean over the timed architectures.
 
 Shape classes -- how many compilations a space needs at one input shape -- follow from how its architectures vary:
 NB201, NB101, NB301 (one (C, N)), NAS-Bench-Macro and OFA MobileNetV3 (one width / resolution) each compile once,
@@ -91,6 +96,38 @@ def bench_space(space: str, names: tuple[str, ...], args) -> dict:
             "steady_all_s": steady, "archs_per_hour": 3600.0 / med}
 
 
+def bench_statistics(space: str, args) -> dict:
+    from jzcp import statistics as st
+
+    config = proxies.ProxyConfig(batch_size=args.batch_size, seed=1, init="kaiming_fan_out")
+    if space == "mobilenetv3":
+        spec = proxies.mobilenetv3_net(1000, config, resolution=args.mbv3_resolution)
+    else:
+        spec = proxies.space_net(space, 10, config)
+    raw, traces, memory = st.statistics_fn(spec, config), [0], []
+
+    def counted(*a):
+        traces[0] += 1
+        return raw(*a)
+
+    collect = jax.jit(counted)
+    x = jax.random.normal(jax.random.key(1), (args.batch_size, *spec.image_shape))
+
+    def one(arch):
+        records = jax.block_until_ready(collect(proxies.fresh_params(spec, config, arch), x, jnp.asarray(arch),
+                                                st.noise_key(config.seed)))
+        memory.append((st.memory_bytes(records), st.memory_bytes(records, live_only=True),
+                       sum(bool(r["live"]) for r in records), len(records)))
+
+    first, steady = first_and_steady(one, sample_archs(space, args.archs + 1, args.seed))
+    med = float(np.median(steady))
+    mem = np.mean(np.asarray(memory, np.float64), axis=0)
+    return {"space": space, "image_shape": list(spec.image_shape), "shape_classes": SHAPE_CLASSES[space],
+            "traces": traces[0], "compile_plus_first_s": first, "steady_s_per_arch": med, "steady_all_s": steady,
+            "archs_per_hour": 3600.0 / med, "stats_mib_all_candidates": mem[0] / 2**20,
+            "stats_mib_live": mem[1] / 2**20, "live_blocks": mem[2], "candidate_blocks": mem[3]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--spaces", default="nb201,nb101,nb301,macro,mobilenetv3")
@@ -100,20 +137,23 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--mbv3-resolution", type=int, default=224)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="bench/out/spaces.json")
+    ap.add_argument("--statistics", action="store_true", help="time the EZNAS statistics collector instead")
+    ap.add_argument("--out", default=None, help="default bench/out/spaces.json (spaces_statistics.json)")
     args = ap.parse_args()
+    args.out = args.out or ("bench/out/spaces_statistics.json" if args.statistics else "bench/out/spaces.json")
     names = tuple(n.strip() for n in args.proxies.split(",") if n.strip())
 
     rows = []
     for space in args.spaces.split(","):
         print(f"{space}: compiling and timing ...", flush=True)
-        row = bench_space(space.strip(), names, args)
+        row = bench_statistics(space.strip(), args) if args.statistics else bench_space(space.strip(), names, args)
         rows.append(row)
         print(f"  compile+first {row['compile_plus_first_s']:.1f} s, steady {row['steady_s_per_arch']:.2f} s/arch",
               flush=True)
     matmul = matmul_flops_per_s()
 
-    print(f"\nproxy suite ({', '.join(names)}), batch {args.batch_size}, {platform.processor() or platform.machine()}, "
+    what = "EZNAS statistics (D, N, P)" if args.statistics else f"proxy suite ({', '.join(names)})"
+    print(f"\n{what}, batch {args.batch_size}, {platform.processor() or platform.machine()}, "
           f"{jax.device_count()} {jax.default_backend()} device(s); matmul {matmul / 1e9:.1f} GFLOP/s")
     head = f"{'space':<12}{'input':>14}{'traces':>8}{'compile+1st s':>15}{'steady s/arch':>15}{'archs/h':>9}  shape classes"
     print(head + "\n" + "-" * len(head))
@@ -121,9 +161,13 @@ def main() -> None:
         shape = "x".join(map(str, r["image_shape"]))
         print(f"{r['space']:<12}{shape:>14}{r['traces']:>8}{r['compile_plus_first_s']:>15.1f}"
               f"{r['steady_s_per_arch']:>15.2f}{r['archs_per_hour']:>9.0f}  {r['shape_classes']}")
+        if args.statistics:
+            print(f"{'':<12}statistics per network: {r['stats_mib_all_candidates']:.1f} MiB all candidate blocks "
+                  f"({r['candidate_blocks']:.0f}), {r['stats_mib_live']:.1f} MiB live ({r['live_blocks']:.1f} blocks)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"proxies": list(names), "batch_size": args.batch_size,
+    out.write_text(json.dumps({"proxies": [] if args.statistics else list(names), "statistics": args.statistics,
+                               "batch_size": args.batch_size,
                                "matmul_gflops": matmul / 1e9, "machine": platform.machine(),
                                "backend": jax.default_backend(), "rows": rows}, indent=1))
     print(f"wrote {out}")

@@ -26,6 +26,12 @@ output). One forward with zero perturbations and one backward of ``sum(logits)``
   conv's own VJP at ``(preact, kernel)`` (stride ``H_in / H_out``, padding ``(k - 1) // 2``, groups
   ``C_in / kernel.shape[2]``; checked against the shapes at trace time).
 
+Conv-BN networks (NB101, NAS-Bench-Macro, MobileNetV3) have no ReLU -> Conv -> BN blocks; each of their convs
+followed by a BN is a block whose "ReLU" is what precedes the conv (a ReLU, an h-swish, or nothing: ``preact`` is
+the conv input the record carries, see :class:`~jzcp.networks.layers.RCBBlockTap`). Blocks held on channel-padded
+tensors (NB101 vertices, elastic MobileNetV3 layers) record one candidate per real width, like NB201's candidate
+convs, with the first channels of the padded tensors and of their perturbation gradients.
+
 A block's record belongs to its scope, so no tensor can be assigned to the wrong block. NB201 edges record one
 block per candidate conv (1x1 and 3x3, own kernel, own liveness); dead candidates are kept in the jitted output
 (shapes are static: the architecture is data) with ``live = False`` and dropped on the host by
@@ -164,8 +170,10 @@ def _raw_blocks(net: Net, params, x: jax.Array) -> list[dict[str, Any]]:
         d_in, d_z, d_out = (g[names[n]] for n in (layers.RCB_INPUT, layers.RCB_CONV, layers.RCB_OUTPUT))
         for r in recs:
             if isinstance(r, layers.RCBBlockTap):
-                out.append({"inp": r.inp, "kernel": r.kernel, "out": r.out, "live": r.live, "d_in": d_in,
-                            "d_z": d_z, "d_out": d_out})
+                # A candidate of a channel-padded block covers the first channels of the scope's tensors.
+                c_in, c_out = r.inp.shape[-1], r.out.shape[-1]
+                out.append({"inp": r.inp, "kernel": r.kernel, "out": r.out, "live": r.live, "pre": r.pre,
+                            "d_in": d_in[..., :c_in], "d_z": d_z[..., :c_out], "d_out": d_out[..., :c_out]})
     if not out:
         raise ValueError(f"{net.spec.name}: the network records no ReLU-Conv-BN block (RCBBlockTap); EZNAS "
                          "statistics need RCB blocks")
@@ -173,11 +181,14 @@ def _raw_blocks(net: Net, params, x: jax.Array) -> list[dict[str, Any]]:
 
 
 def _finish_block(r: Mapping[str, Any]) -> dict[str, Any]:
-    """The 7 per-pass tensors + ``wt`` + ``live`` of one raw block (NHWC / HWIO): ``preact = relu(inp)``;
-    ``preactgrad`` and ``wtgrad`` by the conv's VJP at ``(preact, kernel)`` with the conv-output gradient."""
+    """The 7 per-pass tensors + ``wt`` + ``live`` of one raw block (NHWC / HWIO): ``preact`` = the recorded conv
+    input, ``relu(inp)`` when none is recorded; ``preactgrad`` and ``wtgrad`` by the conv's VJP at
+    ``(preact, kernel)`` with the conv-output gradient."""
     inp, kernel, d_z = r["inp"], r["kernel"], r["d_z"]
     stride, groups = _conv_config(inp.shape, kernel.shape, r["out"].shape, "RCB block")
-    pre = jax.nn.relu(inp)
+    pre = jax.nn.relu(inp) if r.get("pre") is None else r["pre"]
+    if pre.shape != inp.shape:
+        raise ValueError(f"RCB block: conv input {pre.shape} and block input {inp.shape} differ in shape")
     z, conv_vjp = jax.vjp(lambda p, k: layers.conv2d(p, k, stride, 1, groups), pre, kernel)
     if z.shape != d_z.shape or r["out"].shape != r["d_out"].shape or inp.shape != r["d_in"].shape:
         raise ValueError(f"RCB block: perturbation shapes {r['d_in'].shape}, {d_z.shape}, {r['d_out'].shape} do "

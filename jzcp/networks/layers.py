@@ -54,6 +54,15 @@ is_leaf=is_tap)`` lists them; several records may share one name, sow appends th
   sow several records (NB201 edges: one per candidate conv, sharing input and output, with their own
   liveness); they share the scope's perturbations. The conv follows :func:`conv2d` (symmetric padding
   ``(k - 1) // 2``, no dilation); its stride is ``H_in / H_out``.
+
+  *Conv-BN networks* (NB101, NAS-Bench-Macro, MobileNetV3) have no ReLU -> Conv -> BN blocks; their blocks are
+  every conv followed by a BN (stem excluded) with whatever precedes the conv as the "ReLU": the record's ``pre``
+  field is the conv input itself -- ``relu(inp)`` for a ReLU (Macro's depthwise / linear convs), the h-swish of
+  ``inp`` (MobileNetV3), or ``inp`` when the conv reads a sum, a concatenation or a gated tensor (NB101's convs,
+  whose inputs are sums of ReLU outputs, so ``pre == relu(inp)`` there too). Networks that hold a block on
+  *channel-padded* tensors (NB101 vertices, elastic MobileNetV3 layers) record one candidate per real width
+  (:func:`rcb_candidates`): the record's tensors are the first channels of the padded ones, and consumers slice
+  the scope's perturbation gradients to the record's channels.
 """
 from __future__ import annotations
 
@@ -161,6 +170,7 @@ class RCBBlockTap(NamedTuple):
     kernel: jax.Array  # (k, k, C_in / groups, C_out) the block's own conv kernel
     out: jax.Array  # (B, H', W', C_out) block output (after BN)
     live: jax.Array  # () bool
+    pre: jax.Array | None = None  # (B, H, W, C_in) the conv input when it is not relu(inp); None: relu(inp)
 
 
 TAP_TYPES = (ReluTap, BNTap, ConvTap, FlopsTap, FeatureTap, PoolTap, RCBTap, RCBBlockTap)
@@ -441,9 +451,44 @@ def rcb_output(mdl: nn.Module, y: jax.Array) -> jax.Array:
     return mdl.perturb(RCB_OUTPUT, y)
 
 
-def rcb_block(mdl: nn.Module, inp: jax.Array, kernel: jax.Array, out: jax.Array, live=True) -> None:
-    """Record a ReLU-Conv-BN block (:class:`RCBBlockTap`): input, own conv kernel, output, liveness."""
-    tap(mdl, RCB_BLOCK, RCBBlockTap(inp, kernel, out, _bool(live)))
+def rcb_block(mdl: nn.Module, inp: jax.Array, kernel: jax.Array, out: jax.Array, live=True, pre=None) -> None:
+    """Record a ReLU-Conv-BN block (:class:`RCBBlockTap`): input, own conv kernel, output, liveness (and the conv
+    input ``pre`` when it is not ``relu(inp)``)."""
+    tap(mdl, RCB_BLOCK, RCBBlockTap(inp, kernel, out, _bool(live), pre))
+
+
+def rcb_candidates(mdl: nn.Module, inp: jax.Array, pre: jax.Array, out: jax.Array, candidates) -> None:
+    """Records of a block computed on channel-padded tensors ``inp`` / ``pre`` (B, H, W, C_pad) -> ``out``
+    (B, H', W', C'_pad): for each candidate ``(kernel, c_in, live)`` an :class:`RCBTap` and an
+    :class:`RCBBlockTap` of the first ``c_in`` input and ``kernel.shape[-1]`` output channels (the candidate's
+    real widths; the padded channels of a candidate are exactly zero). Call it in the scope that holds the
+    block's perturbations (:func:`rcb_input`, :func:`rcb_conv_output`, :func:`rcb_output`)."""
+    for kernel, c_in, live in candidates:
+        c_out = kernel.shape[-1]
+        tap(mdl, RCB_INPUT, RCBTap(inp[..., :c_in], _bool(live)))
+        rcb_block(mdl, inp[..., :c_in], kernel, out[..., :c_out], live, pre[..., :c_in])
+
+
+class RCBScope(nn.Module):
+    """The scope of one block's perturbations and records, for blocks whose layers live in another module:
+    ``blk = RCBScope(name=...)``, then ``blk.input(x)`` before the block's activation, ``blk.conv_output(z)``,
+    ``blk.output(y)`` after its BN, and ``blk.record(...)`` / ``blk.candidates(...)``."""
+
+    def input(self, x: jax.Array) -> jax.Array:
+        return self.perturb(RCB_INPUT, x)
+
+    def conv_output(self, z: jax.Array) -> jax.Array:
+        return rcb_conv_output(self, z)
+
+    def output(self, y: jax.Array) -> jax.Array:
+        return rcb_output(self, y)
+
+    def record(self, inp: jax.Array, kernel: jax.Array, out: jax.Array, live=True, pre=None) -> None:
+        tap(self, RCB_INPUT, RCBTap(inp, _bool(live)))
+        rcb_block(self, inp, kernel, out, live, pre)
+
+    def candidates(self, inp: jax.Array, pre: jax.Array, out: jax.Array, candidates) -> None:
+        rcb_candidates(self, inp, pre, out, candidates)
 
 
 class ReLUConvBN(nn.Module):

@@ -100,6 +100,19 @@ class DepthwiseConv(nn.Module):
         return y
 
 
+def _conv_bn_block(mdl: nn.Module, name: str, x, act, conv_module, bn_module, live, feature_weight=1.0):
+    """``bn(conv(act(x)))`` as an EZNAS block (scope ``{name}_rcb``, see :mod:`jzcp.statistics`): ``act`` the
+    activation before the conv (None: the conv reads ``x`` itself)."""
+    blk = layers.RCBScope(name=f"{name}_rcb")
+    pre = blk.input(x)
+    if act is not None:
+        pre = act(pre)
+    z = blk.conv_output(conv_module(pre, live))
+    y = blk.output(bn_module(z, live, feature_weight=feature_weight))
+    blk.record(x, mdl.variables["params"][name]["kernel"], y, live, pre=pre)
+    return y
+
+
 class InvertedResidual(nn.Module):
     """MobileNetV2 block (see the module docstring). MeCo multiplicities as the reference's modules: the last
     BN's output is also the ``nn.Sequential``'s (and the block's, without shortcut)."""
@@ -117,12 +130,13 @@ class InvertedResidual(nn.Module):
         hidden = round(cin * self.expansion)
         shortcut = self.stride == 1 and cin == self.features
         bn = functools.partial(BatchNorm, cfg.batch_norm, cfg.bn_batch_stats)
-        h = conv(hidden, 1, 1, scheme, name="pw")(x, live)
-        h = layers.relu(self, bn(name="pw_bn")(h, live), live, name="pw_relu")
-        h = DepthwiseConv(self.kernel_size, self.stride, scheme.conv, name="dw")(h, live)
-        h = layers.relu(self, bn(name="dw_bn")(h, live), live, name="dw_relu")
-        h = conv(self.features, 1, 1, scheme, name="pwl")(h, live)
-        h = bn(name="pwl_bn")(h, live, feature_weight=2.0 if shortcut else 3.0)
+        h = _conv_bn_block(self, "pw", x, None, conv(hidden, 1, 1, scheme, name="pw"), bn(name="pw_bn"), live)
+        h = _conv_bn_block(self, "dw", h, lambda t: layers.relu(self, t, live, name="pw_relu"),
+                           DepthwiseConv(self.kernel_size, self.stride, scheme.conv, name="dw"), bn(name="dw_bn"),
+                           live)
+        h = _conv_bn_block(self, "pwl", h, lambda t: layers.relu(self, t, live, name="dw_relu"),
+                           conv(self.features, 1, 1, scheme, name="pwl"), bn(name="pwl_bn"), live,
+                           feature_weight=2.0 if shortcut else 3.0)
         if shortcut:
             h = h + x
             layers.feature(self, h, jnp.asarray(live, jnp.float32), name="out")
@@ -139,8 +153,10 @@ class Downsample(nn.Module):
 
     @nn.compact
     def __call__(self, x, live=True):
-        h = conv(self.features, 1, self.stride, init_scheme(self.cfg.init), name="conv")(x, live)
-        return BatchNorm(self.cfg.batch_norm, self.cfg.bn_batch_stats, name="bn")(h, live, feature_weight=3.0)
+        return _conv_bn_block(self, "conv", x, None, conv(self.features, 1, self.stride, init_scheme(self.cfg.init),
+                                                           name="conv"),
+                              BatchNorm(self.cfg.batch_norm, self.cfg.bn_batch_stats, name="bn"), live,
+                              feature_weight=3.0)
 
 
 class Layer(nn.Module):
@@ -189,8 +205,8 @@ class MacroNetwork(nn.Module):
         for i, (_, cout, stride) in enumerate(cfg.layer_shapes()):
             x = Layer(cout, stride, cfg, name=f"layer{i}")(x, arch[i])
         layers.feature(self, x, 1.0, name="features")  # the features Sequential's output
-        x = conv(cfg.head_channels, 1, 1, scheme, name="head_conv")(x)
-        x = BatchNorm(cfg.batch_norm, cfg.bn_batch_stats, name="head_bn")(x)
+        x = _conv_bn_block(self, "head_conv", x, None, conv(cfg.head_channels, 1, 1, scheme, name="head_conv"),
+                           BatchNorm(cfg.batch_norm, cfg.bn_batch_stats, name="head_bn"), True)
         x = layers.relu(self, x, name="head_relu")
         x = layers.global_avg_pool(self, x)
         return Dense(cfg.num_classes, kernel_init=scheme.dense_kernel, bias_init=scheme.dense_bias(x.shape[-1]),

@@ -183,9 +183,10 @@ class MBConv(nn.Module):
     def __call__(self, x, ks, e, live):
         cfg, c_in, kmax, emax = self.cfg, x.shape[-1], max(KS), max(ES)
         p = {ev: Params(_mbconv_shapes(c_in, self.c_out, ev, self.se), cfg.init, name=f"e{ev}")() for ev in ES}
-        dw = {(k, ev): Params(((f"kernel", (k, k, 1, mid_width(c_in, ev)), "conv", k * k),), cfg.init,
+        dw = {(k, ev): Params((("kernel", (k, k, 1, mid_width(c_in, ev)), "conv", k * k),), cfg.init,
                               name=f"dw_k{k}_e{ev}")()["kernel"] for k in KS for ev in ES}
-        if not isinstance(ks, jax.core.Tracer) and not isinstance(e, jax.core.Tracer):  # the plain layer
+        concrete = not isinstance(ks, jax.core.Tracer) and not isinstance(e, jax.core.Tracer)
+        if concrete:  # the plain layer
             k_i, e_i = int(ks), int(e)
             w, kern = p[e_i], dw[(k_i, e_i)]
             mid, r, dw_fan = mid_width(c_in, e_i), (se_width(mid_width(c_in, e_i)) if self.se else 0), k_i * k_i
@@ -200,11 +201,25 @@ class MBConv(nn.Module):
             r = jnp.select(e_is, [se_width(mid_width(c_in, ev)) for ev in ES]) if self.se else 0
             dw_fan = ks * ks
         bn_on, stats = cfg.batch_norm, cfg.bn_batch_stats
-        h = _Tapped(name="expand")(x, lambda y: layers.conv2d(y, w["expand_kernel"]), c_in, live)
-        h = layers.bn(self, h, w["expand_bn_scale"], w["expand_bn_bias"], bn_on, stats, live, name="expand_bn")
-        h = _act(self, h, self.act, live, name="expand_act")
-        h = _Tapped(name="dw")(h, lambda y: _dwconv(y, kern, self.stride), dw_fan, live)
-        h = layers.bn(self, h, w["dw_bn_scale"], w["dw_bn_bias"], bn_on, stats, live, name="dw_bn")
+        if concrete:  # EZNAS block records (see jzcp.statistics): the layer's own kernels...
+            cands = {"expand": [(w["expand_kernel"], c_in, live)], "dw": [(kern, mid, live)],
+                     "point": [(w["point_kernel"], mid, live)]}
+        else:  # ...or one candidate per real width of the padded tensors
+            cands = {"expand": [(p[ev]["expand_kernel"], c_in, live & (e == ev)) for ev in ES],
+                     "dw": [(dw[(k, ev)], mid_width(c_in, ev), live & (ks == k) & (e == ev)) for k in KS for ev in ES],
+                     "point": [(p[ev]["point_kernel"], mid_width(c_in, ev), live & (e == ev)) for ev in ES]}
+        blk = layers.RCBScope(name="expand_rcb")
+        pre = blk.input(x)
+        h = blk.conv_output(_Tapped(name="expand")(pre, lambda y: layers.conv2d(y, w["expand_kernel"]), c_in, live))
+        h = blk.output(layers.bn(self, h, w["expand_bn_scale"], w["expand_bn_bias"], bn_on, stats, live,
+                                 name="expand_bn"))
+        blk.candidates(x, pre, h, cands["expand"])
+        blk = layers.RCBScope(name="dw_rcb")
+        inp, h = h, blk.input(h)
+        pre = _act(self, h, self.act, live, name="expand_act")
+        h = blk.conv_output(_Tapped(name="dw")(pre, lambda y: _dwconv(y, kern, self.stride), dw_fan, live))
+        h = blk.output(layers.bn(self, h, w["dw_bn_scale"], w["dw_bn_bias"], bn_on, stats, live, name="dw_bn"))
+        blk.candidates(inp, pre, h, cands["dw"])
         h = _act(self, h, self.act, live, name="dw_act")
         if self.se:
             g = jnp.mean(h, axis=(1, 2), keepdims=True)
@@ -214,8 +229,11 @@ class MBConv(nn.Module):
             g = _Tapped(name="se_expand")(g, lambda y: layers.conv2d(y, w["se_expand_kernel"]) + w["se_expand_bias"],
                                           r, live, bias=True)
             h = h * (jax.nn.relu6(g + 3.0) / 6.0)
-        h = _Tapped(name="point")(h, lambda y: layers.conv2d(y, w["point_kernel"]), mid, live)
-        h = BatchNorm(bn_on, stats, name="point_bn")(h, live=live)
+        blk = layers.RCBScope(name="point_rcb")
+        inp, pre = h, blk.input(h)  # the conv reads the (gated) activation itself
+        h = blk.conv_output(_Tapped(name="point")(pre, lambda y: layers.conv2d(y, w["point_kernel"]), mid, live))
+        h = blk.output(BatchNorm(bn_on, stats, name="point_bn")(h, live=live))
+        blk.candidates(inp, pre, h, cands["point"])
         return x + h if self.residual else h
 
 
@@ -261,8 +279,11 @@ class MobileNetV3Network(nn.Module):
                     x = layer(x, ks[li], es[li], True)
                 else:
                     x = jnp.where(live, layer(x, ks[li], es[li], live), x)
-        x = layers.conv(w[7], 1, 1, scheme, name="final_expand")(x)
-        x = BatchNorm(bn_on, stats, name="final_expand_bn")(x)
+        blk = layers.RCBScope(name="final_expand_rcb")
+        inp, pre = x, blk.input(x)
+        x = blk.conv_output(layers.conv(w[7], 1, 1, scheme, name="final_expand")(pre))
+        x = blk.output(BatchNorm(bn_on, stats, name="final_expand_bn")(x))
+        blk.record(inp, self.variables["params"]["final_expand"]["kernel"], x, pre=pre)
         x = _act(self, x, "h_swish", name="final_expand_act")
         x = layers.global_avg_pool(self, x)[:, None, None, :]
         x = layers.conv(w[8], 1, 1, scheme, name="feature_mix")(x)
@@ -282,11 +303,17 @@ class _FirstBlock(nn.Module):
         cfg, c = self.cfg, x.shape[-1]
         scheme = init_scheme(cfg.init)
         kernel = self.param("dw_kernel", scheme.conv, (3, 3, 1, c))
-        h = _Tapped(name="dw")(x, lambda y: _dwconv(y, kernel, 1), 9, True)
-        h = BatchNorm(cfg.batch_norm, cfg.bn_batch_stats, name="dw_bn")(h)
-        h = layers.relu(self, h, name="dw_act")
-        h = layers.conv(self.c_out, 1, 1, scheme, name="point")(h)
-        h = BatchNorm(cfg.batch_norm, cfg.bn_batch_stats, name="point_bn")(h)
+        blk = layers.RCBScope(name="dw_rcb")  # EZNAS blocks (see jzcp.statistics); the dw conv reads x itself
+        pre = blk.input(x)
+        h = blk.conv_output(_Tapped(name="dw")(pre, lambda y: _dwconv(y, kernel, 1), 9, True))
+        h = blk.output(BatchNorm(cfg.batch_norm, cfg.bn_batch_stats, name="dw_bn")(h))
+        blk.record(x, kernel, h, pre=pre)
+        blk = layers.RCBScope(name="point_rcb")
+        inp, h = h, blk.input(h)
+        pre = layers.relu(self, h, name="dw_act")
+        h = blk.conv_output(layers.conv(self.c_out, 1, 1, scheme, name="point")(pre))
+        h = blk.output(BatchNorm(cfg.batch_norm, cfg.bn_batch_stats, name="point_bn")(h))
+        blk.record(inp, self.variables["params"]["point"]["kernel"], h, pre=pre)
         return x + h if self.c_out == c else h
 
 

@@ -206,13 +206,17 @@ def _sliced_feature(mdl, name, y, vc, opts, weight):
         layers.tap(mdl, name, layers.FeatureTap(y[..., :c], jnp.where(vc == c, weight, 0.0).astype(jnp.float32)))
 
 
-def _conv_bn_relu_traced(mdl, x, kernel, scale, bias, vc, opts, live, fan_in, relu_weight, cfg):
+def _conv_bn_relu_traced(mdl, x, kernel, scale, bias, vc, opts, live, fan_in, relu_weight, cfg, candidates):
     """Conv (padded kernel) -> BN -> ReLU on a padded tensor, with records as the reference's modules emit them.
 
-    ``vc``: the real output channels (traced); ``live``: the op exists in the cell."""
+    ``vc``: the real output channels (traced); ``live``: the op exists in the cell; ``candidates``: ``(kernel,
+    c_in, live)`` per real parameter set, the EZNAS block records (the conv input is a sum of ReLU outputs, so
+    the block's "ReLU" is the identity: ``pre = inp``)."""
     hw = float(np.prod(x.shape[1:3]))
+    inp = x
+    x = mdl.perturb(layers.RCB_INPUT, x)
     z = conv2d(x, kernel)
-    z = layers.apply_channel_perturbation(z, layers.channel_perturbation(mdl, z))
+    z = layers.rcb_conv_output(mdl, layers.apply_channel_perturbation(z, layers.channel_perturbation(mdl, z)))
     livef = jnp.asarray(live, jnp.float32)
     vcf = vc.astype(jnp.float32)
     layers.tap(mdl, layers.CONV_OUTPUT, layers.ConvTap(jnp.asarray(fan_in, jnp.float32), jnp.asarray(live)),
@@ -228,6 +232,8 @@ def _conv_bn_relu_traced(mdl, x, kernel, scale, bias, vc, opts, live, fan_in, re
         _sliced_feature(mdl, "bn", y, vc, opts, livef)
     else:
         y = z
+    y = layers.rcb_output(mdl, y)
+    layers.rcb_candidates(mdl, inp, inp, y, candidates)
     for c in opts:
         layers.tap(mdl, "relu", layers.ReluTap(y[..., :c], jnp.asarray(live) & (vc == c)))
     out = nn.relu(y)
@@ -238,10 +244,12 @@ def _conv_bn_relu_traced(mdl, x, kernel, scale, bias, vc, opts, live, fan_in, re
 
 def _conv_bn_relu_concrete(mdl, x, kernel, scale, bias, relu_weight, cfg):
     """The plain conv-BN-ReLU of one cell (every record live)."""
-    z = conv2d(x, kernel)
-    z = layers.apply_channel_perturbation(z, layers.channel_perturbation(mdl, z))
+    inp = x
+    z = conv2d(layers.rcb_input(mdl, x), kernel)
+    z = layers.rcb_conv_output(mdl, layers.apply_channel_perturbation(z, layers.channel_perturbation(mdl, z)))
     layers.conv_taps(mdl, z, int(np.prod(kernel.shape[:3])))
-    y = layers.bn(mdl, z, scale, bias, cfg.batch_norm, cfg.bn_batch_stats)
+    y = layers.rcb_output(mdl, layers.bn(mdl, z, scale, bias, cfg.batch_norm, cfg.bn_batch_stats))
+    layers.rcb_block(mdl, inp, kernel, y, pre=inp)
     return layers.relu(mdl, y, feature_weight=relu_weight)
 
 
@@ -287,8 +295,9 @@ class Projection(nn.Module):
         w = _select_padded(conds, [p[0] for p in banks], (1, 1, self.in_features, width))
         s = _select_padded(conds, [p[1] for p in banks], (width,))
         b = _select_padded(conds, [p[2] for p in banks], (width,))
+        candidates = [(p[0], self.in_features, jnp.asarray(live) & cond) for p, cond in zip(banks, conds)]
         return _conv_bn_relu_traced(self, x, w, s, b, vc, self.opts, live, float(self.in_features),
-                                    _PROJ_RELU_MODULES, self.cfg)
+                                    _PROJ_RELU_MODULES, self.cfg, candidates)
 
 
 class VertexOp(nn.Module):
@@ -313,8 +322,9 @@ class VertexOp(nn.Module):
         b = _select_padded(conds, [p[2] for p in p3 + p1], (width,))
         is_conv = present & (is3 | is1)
         fan_in = jnp.where(is3, 9, 1) * vc
+        candidates = [(p[0], c, present & cond) for p, c, cond in zip(p3 + p1, self.opts * 2, conds)]
         y_conv = _conv_bn_relu_traced(self, x, w, s, b, vc, self.opts, is_conv, fan_in.astype(jnp.float32),
-                                      _OP_RELU_MODULES, self.cfg)
+                                      _OP_RELU_MODULES, self.cfg, candidates)
         y_pool = _max_pool(x, 3, 1, 1)
         pool_live = (present & ispool).astype(jnp.float32)
         hw = float(np.prod(x.shape[1:3]))

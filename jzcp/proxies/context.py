@@ -161,8 +161,8 @@ class Context:
             out = []
             for path, recs in flat_paths(taps).items():
                 for r in recs:
-                    if isinstance(r, layers.RCBTap):
-                        out.append((r.inp, grads[path], r.live))
+                    if isinstance(r, layers.RCBTap):  # a candidate of a channel-padded block: its first channels
+                        out.append((r.inp, grads[path][..., : r.inp.shape[-1]], r.live))
             return out
 
         return self._once("block_input_grads", run)
