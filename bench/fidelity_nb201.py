@@ -1,6 +1,7 @@
 """Fidelity of jzcp's proxies on NAS-Bench-201 against the published numbers and the reference values.
 
     python bench/fidelity_nb201.py [--cells 1000] [--sections iclr21,nbsz,eznas,other] [--out bench/out/fidelity]
+    python bench/fidelity_nb201.py --report-only   # interim table of a run still in progress
 
 A fixed seeded sample of ``--cells`` NB201 cells (all 15,625 with ``--cells 15625``) is scored with ``jzcp score``'s
 pipeline into ``OUT/<run>/scores.csv`` (resumable: rerun the same command to continue an interrupted run), then:
@@ -50,6 +51,9 @@ def _row(rows, section, name, ours, published, tol=TOL, n=None, kind="abs"):
 def run(args) -> dict:
     c10 = load_benchmark("nb201", "cifar10", args.data_dir)
     chosen = select_archs("all" if args.cells >= len(c10) else f"sample:{args.cells}", args.arch_seed, c10)
+    # Scored in a seeded random order, so the cells of an interrupted run are a uniform subsample (--report-only).
+    chosen = np.random.default_rng(args.arch_seed).permutation(chosen)
+    partial = {"scored_only": args.report_only}
     out = Path(args.out)
     sections = set(args.sections.split(","))
     rows: list[dict] = []
@@ -60,7 +64,7 @@ def run(args) -> dict:
         cfg = ProxyConfig(batch_size=64, seed=42, init="pytorch")
         t = time.time()
         table, _ = score(c10, chosen, names, cfg, out / "c10_b64_s42_pytorch", data_dir=args.data_dir,
-                         targets=("c10valid_test", "c10valid_val", "c10_test"))
+                         targets=("c10valid_test", "c10valid_val", "c10_test"), **partial)
         timings["c10_b64_s42_pytorch"] = time.time() - t
         if "iclr21" in sections:
             for p, pub in ICLR21.items():
@@ -68,14 +72,15 @@ def run(args) -> dict:
                 _row(rows, "ICLR'21 C10 Spearman vs c10valid_test", p, rho, pub, n=int(np.isfinite(table[p]).sum()))
         if "nbsz" in sections:
             ref = data.load_nb201_proxies("c10", "nbsz", args.data_dir)
-            in_ref = ref.mask[chosen]
+            idx = table["index"]
+            in_ref = ref.mask[idx]
             for p in NBSZ_PROXIES:
-                ours, theirs = table[p][in_ref], ref.proxy(p)[chosen][in_ref]
+                ours, theirs = table[p][in_ref], ref.proxy(p)[idx][in_ref]
                 rho = float(metrics.spearman(ours, theirs))
                 _row(rows, "NBSZ agreement: Spearman(jzcp, reference)", p, rho, AGREEMENT, n=int(in_ref.sum()),
                      kind="min")
             for p, scale in (("params", 1.0), ("flops", 1.0)):
-                ours, theirs = table[p][in_ref] * scale, ref.proxy(p)[chosen][in_ref]
+                ours, theirs = table[p][in_ref] * scale, ref.proxy(p)[idx][in_ref]
                 _row(rows, "NBSZ equality: max |jzcp - reference|", p, float(np.max(np.abs(ours - theirs))), 0.0,
                      tol=5e-6 if p == "params" else 5e-3, n=int(in_ref.sum()))
             for p in NBSZ_PROXIES:  # what the proxies reach on their own (context for the agreement rows)
@@ -87,12 +92,12 @@ def run(args) -> dict:
         cfg = ProxyConfig(batch_size=16, seed=1, init="kaiming_fan_out")
         t = time.time()
         table, _ = score(c10, chosen, ("eznas_a",), cfg, out / "c10_b16_s1_eznas", augment=True,
-                         normalisation="eznas", data_dir=args.data_dir)
+                         normalisation="eznas", data_dir=args.data_dir, **partial)
         timings["c10_b16_s1_eznas"] = time.time() - t
         tau = float(metrics.kendall_tau(table["eznas_a"], table["c10valid_val"]))
         rho = float(metrics.spearman(table["eznas_a"], table["c10valid_val"]))
-        _row(rows, "EZNAS-A C10 vs c10valid_val", "kendall", tau, EZNAS_A["kendall"])
-        _row(rows, "EZNAS-A C10 vs c10valid_val", "spearman", rho, EZNAS_A["spearman"])
+        _row(rows, "EZNAS-A C10 vs c10valid_val", "kendall", tau, EZNAS_A["kendall"], n=len(table["index"]))
+        _row(rows, "EZNAS-A C10 vs c10valid_val", "spearman", rho, EZNAS_A["spearman"], n=len(table["index"]))
 
     if "other" in sections:
         names = tuple(ICLR21) + (("eznas_a",) if "eznas_a" in PROXIES else ())
@@ -103,7 +108,7 @@ def run(args) -> dict:
             cfg = ProxyConfig(batch_size=bs, seed=42, init="pytorch")
             t = time.time()
             table, _ = score(load_benchmark("nb201", dataset, args.data_dir), chosen, names, cfg, out / run_name,
-                             data_dir=args.data_dir, targets=tgts)
+                             data_dir=args.data_dir, targets=tgts, **partial)
             timings[run_name] = time.time() - t
             label = "CIFAR-100 (20 real images, batch 16)" if dataset == "cifar100" else \
                 "ImageNet16-120 STAND-IN (CIFAR-10 at 16x16)"
@@ -112,7 +117,8 @@ def run(args) -> dict:
                     _row(rows, f"{label} Spearman vs {tg}", p, float(metrics.spearman(table[p], table[tg])), None,
                          n=int(np.isfinite(table[p]).sum()))
 
-    return {"cells": len(chosen), "arch_seed": args.arch_seed, "rows": rows, "timings_s": timings}
+    return {"cells": len(chosen), "arch_seed": args.arch_seed, "report_only": args.report_only, "rows": rows,
+            "timings_s": timings}
 
 
 def format_table(result: dict) -> str:
@@ -135,9 +141,12 @@ def main() -> None:
     ap.add_argument("--sections", default="iclr21,nbsz,eznas,other")
     ap.add_argument("--out", default="bench/out/fidelity")
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--report-only", action="store_true",
+                    help="score nothing: the table over the cells each run has scored so far (n per section)")
     args = ap.parse_args()
     result = run(args)
-    print(f"NB201 fidelity on {result['cells']} cells (sample seed {result['arch_seed']})")
+    scope = "the cells scored so far of " if result["report_only"] else ""
+    print(f"NB201 fidelity on {scope}{result['cells']} cells (sample seed {result['arch_seed']})")
     print(format_table(result))
     path = Path(args.out) / "fidelity_nb201.json"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -303,11 +303,15 @@ def score(
     data_dir=None,
     plots: bool = True,
     targets: tuple[str, ...] | None = None,
+    scored_only: bool = False,
 ) -> tuple[dict[str, np.ndarray], dict]:
     """Score the architectures ``chosen`` (indices into ``bench``) into ``out`` (resumable), then correlate.
 
+    ``scored_only``: score nothing; correlate the architectures of ``chosen`` already in ``out/scores.csv`` (an
+    interim report of a run still in progress; ``num_archs`` says how many).
+
     Returns ``(table, report)``: ``table`` maps each target and proxy name to a ``(len(chosen),)`` array in the
-    order of ``chosen``; ``report`` is what ``correlations.json`` holds (for NB101 / NB301 also the Spearman of
+    order of ``chosen``, and ``"index"`` to the indices themselves; ``report`` is what ``correlations.json`` holds (for NB101 / NB301 also the Spearman of
     jzcp's values against NAS-Bench-Suite-Zero's own values of the same proxy, under ``"reference"``).
     """
     from tqdm import tqdm
@@ -326,6 +330,10 @@ def score(
     _check_protocol(out, protocol)
     csv_path = out / "scores.csv"
     done = _read_done(csv_path)
+    if scored_only:
+        chosen = np.asarray([i for i in chosen if str(bench.keys[i]) in done], np.int64)
+        if len(chosen) < 3:
+            raise ValueError(f"{csv_path}: {len(chosen)} of the chosen architectures scored so far; need 3")
     todo = [i for i in chosen if str(bench.keys[i]) not in done]
     columns = ["arch", "index", *targets, *names]
     print(f"jzcp score: {bench.space}, {len(chosen)} archs ({len(chosen) - len(todo)} already in {csv_path}), "
@@ -362,6 +370,7 @@ def score(
     rows = _read_done(csv_path)
     keep = [str(bench.keys[i]) for i in chosen]
     table = {c: np.array([float(rows[a][c]) for a in keep]) for c in [*targets, *names]}
+    table["index"] = np.asarray(chosen, np.int64)
     corr = correlations(table, names, targets)
     report = {"protocol": asdict(protocol), "proxy_config": config.to_dict(), "num_archs": len(keep),
               "correlations": corr}

@@ -200,3 +200,10 @@ def test_score_command_on_nb301(shared_data, tmp_path, capsys):
     assert "agreement with NAS-Bench-Suite-Zero" in capsys.readouterr().out
     assert cli.main(argv) == 0  # resumes: nothing left to score
     assert "3 archs (3 already in" in capsys.readouterr().err
+    # an interim report of a larger run: only the architectures scored so far, in the order asked for
+    bench = scoring.load_benchmark("nb301", "cifar10", shared_data)
+    done = scoring.select_archs("sample:3", 0, bench)
+    more = np.concatenate([[i for i in range(10) if i not in done][:2], done[::-1]])
+    table, report = scoring.score(bench, more, ("params", "flops"), proxies.ProxyConfig(batch_size=2, seed=42), out,
+                                  data_dir=shared_data, plots=False, scored_only=True)
+    assert list(table["index"]) == list(done[::-1]) and report["num_archs"] == 3
