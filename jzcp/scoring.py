@@ -228,7 +228,13 @@ def _read_done(csv_path: Path) -> dict[str, dict[str, str]]:
     if not csv_path.is_file():
         return {}
     with open(csv_path, newline="") as f:
-        return {row["arch"]: row for row in csv.DictReader(f)}
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None:  # an empty file: a run killed before its first row
+            return {}
+        if "arch" not in reader.fieldnames:
+            raise ValueError(f"{csv_path}: not a jzcp scores CSV (its header {reader.fieldnames[:4]} has no 'arch' "
+                             "column); move it away or use another --out")
+        return {row["arch"]: row for row in reader}
 
 
 def _check_protocol(out: Path, protocol: Protocol) -> None:
@@ -344,11 +350,12 @@ def score(
     if todo:
         scorer = make_scorer(bench.space, names, config, num_classes=batch.num_classes,
                              image_shape=batch.images.shape[1:])
-        new_file = not csv_path.is_file()
+        new_file = not csv_path.is_file() or csv_path.stat().st_size == 0
         with open(csv_path, "a", newline="") as f:
             writer = csv.DictWriter(f, columns)
             if new_file:
                 writer.writeheader()
+                f.flush()  # on disk before the first (possibly long) architecture
             t0 = time.time()
             for i in tqdm(todo, desc="scoring", unit="arch", dynamic_ncols=True):
                 scores = scorer(bench.archs[i], batch.images, batch.labels)

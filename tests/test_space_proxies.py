@@ -207,3 +207,18 @@ def test_score_command_on_nb301(shared_data, tmp_path, capsys):
     table, report = scoring.score(bench, more, ("params", "flops"), proxies.ProxyConfig(batch_size=2, seed=42), out,
                                   data_dir=shared_data, plots=False, scored_only=True)
     assert list(table["index"]) == list(done[::-1]) and report["num_archs"] == 3
+
+
+def test_score_survives_a_kill_before_the_first_row_and_refuses_a_foreign_csv(shared_data, tmp_path, capsys):
+    argv = ["score", "--space", "nb301", "--proxies", "params", "--archs", "sample:2", "--batch-size", "2",
+            "--no-plots", "--data-dir", str(shared_data), "--out"]
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / "scores.csv").write_text("")  # what a kill during the first architecture used to leave
+    assert cli.main(argv + [str(killed)]) == 0
+    assert json.loads((killed / "correlations.json").read_text())["num_archs"] == 2
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "scores.csv").write_text("name,value\nx,1\n")
+    assert cli.main(argv + [str(foreign)]) != 0
+    assert "not a jzcp scores CSV" in capsys.readouterr().err
