@@ -1,0 +1,99 @@
+"""Transfer of EZNAS programs without re-evolving: each formula's Spearman / Kendall on held-out NB201 cells of
+CIFAR-10, CIFAR-100 and ImageNet16-120, next to the best NAS-Bench-Suite-Zero proxy on the same cells.
+
+    python bench/eznas_transfer.py [--formulas "F1;F2"] [--datasets cifar10,cifar100,imagenet16-120] [--cells 1000]
+                                   [--batch-size 1] [--out bench/out/eznas_transfer.json]
+
+Formulas default to EZNAS-A and the best program of the README's evolution run. Cells come from the held-out pool
+of :mod:`jzcp.evolve_cli` (never in any fitness), the same cells for every dataset; statistics follow the EZNAS
+evolution protocol (:class:`jzcp.evolve_cli.StatsProtocol`, batch ``--batch-size``) and are scored by the programs
+in one jitted call per network (:func:`jzcp.evolve_cli.evaluate_holdout`). Targets are
+:data:`jzcp.evolve_cli.DEFAULT_TARGET`. CIFAR-100 uses its 20 real images (batch <= 20); ImageNet16-120 uses the
+**stand-in** (CIFAR-10 at 16x16: no ImageNet16 images are available), so its row says how a program ranks networks
+built for 120 classes at 16 px, not its score on real ImageNet16 images.
+
+Baseline: the NAS-Bench-Suite-Zero proxy with the highest Spearman on the held-out cells it covers (the final NBSZ
+values for CIFAR-10 and ImageNet16-120, the preliminary 725-cell run for CIFAR-100), with the number of cells.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from jzcp import data, metrics
+from jzcp import programs as pg
+from jzcp.evolve_cli import StatsProtocol, evaluate_holdout, holdout_tasks
+
+EVOLVED = "mean_abs(det(act_D))"  # best of the README's 20-generation search (fitness 0.810, held-out rho 0.777)
+REFERENCE = {"cifar10": ("c10", "nbsz"), "cifar100": ("c100", "nbszpre"), "imagenet16-120": ("in16", "nbsz")}
+
+
+def best_reference_proxy(dataset: str, index: np.ndarray, target: np.ndarray, data_dir=None) -> dict:
+    """The NBSZ proxy with the highest Spearman against ``target`` on the cells ``index`` it covers."""
+    short, source = REFERENCE[dataset]
+    ref = data.load_nb201_proxies(short, source, data_dir)
+    covered = ref.mask[index]
+    rows = {}
+    for name, values in ref.values.items():
+        v = np.asarray(values, np.float64)[index][covered]
+        v = np.where(v <= -1e8, np.nan, v)  # NASLib's failure sentinel
+        rows[name] = float(metrics.spearman(v, target[covered]))
+    best = max(rows, key=lambda k: -np.inf if np.isnan(rows[k]) else rows[k])
+    return {"source": ref.name, "n": int(covered.sum()), "best": best, "spearman": rows[best], "all": rows}
+
+
+def run(args) -> dict:
+    formulas = [f.strip() for f in args.formulas.split(";") if f.strip()]
+    pg.parse_many(formulas)  # a malformed formula fails here, before any statistics
+    out = {"formulas": formulas, "cells": args.cells, "batch_size": args.batch_size, "datasets": {}}
+    for dataset in args.datasets.split(","):
+        dataset = dataset.strip()
+        tasks = holdout_tasks("nb201", args.cells, args.seed, dataset=dataset, data_dir=args.data_dir)
+        proto = StatsProtocol(dataset=dataset, batch_size=args.batch_size)
+        t = time.time()
+        res = evaluate_holdout(formulas, tasks, proto, progress=True, data_dir=args.data_dir)
+        out["datasets"][dataset] = {
+            "target": tasks.target_name[0], "seconds": time.time() - t, "programs": res,
+            "stand_in": dataset == "imagenet16-120",
+            "reference": best_reference_proxy(dataset, np.asarray(tasks.index), np.asarray(tasks.target),
+                                              args.data_dir)}
+    return out
+
+
+def format_table(result: dict) -> str:
+    lines = [f"{'dataset (target)':<44}{'formula / proxy':<56}{'rho':>7}{'tau':>7}{'n':>6}"]
+    for ds, r in result["datasets"].items():
+        label = f"{ds}{' STAND-IN' if r['stand_in'] else ''} ({r['target']})"
+        for f, v in r["programs"].items():
+            lines.append(f"{label:<44}{f:<56}{v['spearman']:>7.3f}{v['kendall']:>7.3f}{v['n']:>6}")
+            label = ""
+        ref = r["reference"]
+        lines.append(f"{'':<44}{'best NBSZ: ' + ref['best'] + ' (' + ref['source'] + ')':<56}"
+                     f"{ref['spearman']:>7.3f}{'':>7}{ref['n']:>6}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--formulas", default=f"{pg.EZNAS_A};{EVOLVED}", help="';'-separated program formulas")
+    ap.add_argument("--datasets", default="cifar10,cifar100,imagenet16-120")
+    ap.add_argument("--cells", type=int, default=1000, help="held-out NB201 cells (default 1000)")
+    ap.add_argument("--batch-size", type=int, default=1, help="statistics minibatch (default 1, EZNAS evolution)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the held-out draw")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--out", default="bench/out/eznas_transfer.json")
+    args = ap.parse_args()
+    result = run(args)
+    print(format_table(result))
+    path = Path(args.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
