@@ -1,8 +1,9 @@
 """Transfer of EZNAS programs without re-evolving: each formula's Spearman / Kendall on held-out NB201 cells of
-CIFAR-10, CIFAR-100 and ImageNet16-120, next to the best NAS-Bench-Suite-Zero proxy on the same cells.
+CIFAR-10, CIFAR-100 and ImageNet16-120 (and on NB101 / NB301), next to the best NAS-Bench-Suite-Zero proxy on the
+same architectures.
 
     python bench/eznas_transfer.py [--formulas "F1;F2"] [--datasets cifar10,cifar100,imagenet16-120] [--cells 1000]
-                                   [--batch-size 1] [--out bench/out/eznas_transfer.json]
+                                   [--spaces nb101,nb301] [--batch-size 1] [--out bench/out/eznas_transfer.json]
 
 Formulas default to EZNAS-A and the best program of the README's evolution run. Cells come from the held-out pool
 of :mod:`jzcp.evolve_cli` (never in any fitness), the same cells for every dataset; statistics follow the EZNAS
@@ -12,8 +13,12 @@ in one jitted call per network (:func:`jzcp.evolve_cli.evaluate_holdout`). Targe
 **stand-in** (CIFAR-10 at 16x16: no ImageNet16 images are available), so its row says how a program ranks networks
 built for 120 classes at 16 px, not its score on real ImageNet16 images.
 
-Baseline: the NAS-Bench-Suite-Zero proxy with the highest Spearman on the held-out cells it covers (the final NBSZ
-values for CIFAR-10 and ImageNet16-120, the preliminary 725-cell run for CIFAR-100), with the number of cells.
+``--spaces nb101,nb301`` adds those spaces on CIFAR-10 (``val_accuracy``; every architecture of NAS-Bench-Suite-
+Zero's 500 / 1,218: the programs never saw these spaces).
+
+Baseline: the NAS-Bench-Suite-Zero proxy with the highest Spearman on the architectures it covers (NB201: the final
+NBSZ values for CIFAR-10 and ImageNet16-120, the preliminary 725-cell run for CIFAR-100; NB101 / NB301: the values
+of the NASLib files), with the number of architectures.
 """
 from __future__ import annotations
 
@@ -27,39 +32,47 @@ import numpy as np
 from jzcp import data, metrics
 from jzcp import programs as pg
 from jzcp.evolve_cli import StatsProtocol, evaluate_holdout, holdout_tasks
+from jzcp.scoring import load_benchmark
 
 EVOLVED = "mean_abs(det(act_D))"  # best of the README's 20-generation search (fitness 0.810, held-out rho 0.777)
 REFERENCE = {"cifar10": ("c10", "nbsz"), "cifar100": ("c100", "nbszpre"), "imagenet16-120": ("in16", "nbsz")}
 
 
-def best_reference_proxy(dataset: str, index: np.ndarray, target: np.ndarray, data_dir=None) -> dict:
-    """The NBSZ proxy with the highest Spearman against ``target`` on the cells ``index`` it covers."""
-    short, source = REFERENCE[dataset]
-    ref = data.load_nb201_proxies(short, source, data_dir)
-    covered = ref.mask[index]
+def best_reference_proxy(space: str, dataset: str, index: np.ndarray, target: np.ndarray, data_dir=None) -> dict:
+    """The NBSZ proxy with the highest Spearman against ``target`` on the architectures ``index`` it covers."""
+    if space == "nb201":
+        short, source = REFERENCE[dataset]
+        ref = data.load_nb201_proxies(short, source, data_dir)
+        covered, values, name = ref.mask[index], ref.values, ref.name
+    else:
+        values, name = load_benchmark(space, dataset, data_dir).reference, f"naslib_zc_{space}"
+        covered = np.ones(len(index), bool)
     rows = {}
-    for name, values in ref.values.items():
-        v = np.asarray(values, np.float64)[index][covered]
+    for proxy, v in values.items():
+        v = np.asarray(v, np.float64)[index][covered]
         v = np.where(v <= -1e8, np.nan, v)  # NASLib's failure sentinel
-        rows[name] = float(metrics.spearman(v, target[covered]))
+        rows[proxy] = float(metrics.spearman(v, target[covered]))
     best = max(rows, key=lambda k: -np.inf if np.isnan(rows[k]) else rows[k])
-    return {"source": ref.name, "n": int(covered.sum()), "best": best, "spearman": rows[best], "all": rows}
+    return {"source": name, "n": int(covered.sum()), "best": best, "spearman": rows[best], "all": rows}
 
 
 def run(args) -> dict:
     formulas = [f.strip() for f in args.formulas.split(";") if f.strip()]
     pg.parse_many(formulas)  # a malformed formula fails here, before any statistics
     out = {"formulas": formulas, "cells": args.cells, "batch_size": args.batch_size, "datasets": {}}
-    for dataset in args.datasets.split(","):
-        dataset = dataset.strip()
-        tasks = holdout_tasks("nb201", args.cells, args.seed, dataset=dataset, data_dir=args.data_dir)
+    runs = [("nb201", d.strip()) for d in args.datasets.split(",") if d.strip()]
+    runs += [(s.strip(), "cifar10") for s in args.spaces.split(",") if s.strip()]
+    for space, dataset in runs:
+        other = space != "nb201"
+        tasks = holdout_tasks(space, 0 if other else args.cells, args.seed, dataset=dataset,
+                              data_dir=args.data_dir, whole_space=other)
         proto = StatsProtocol(dataset=dataset, batch_size=args.batch_size)
         t = time.time()
         res = evaluate_holdout(formulas, tasks, proto, progress=True, data_dir=args.data_dir)
-        out["datasets"][dataset] = {
-            "target": tasks.target_name[0], "seconds": time.time() - t, "programs": res,
+        out["datasets"][f"{space}/{dataset}" if other else dataset] = {
+            "space": space, "target": tasks.target_name[0], "seconds": time.time() - t, "programs": res,
             "stand_in": dataset == "imagenet16-120",
-            "reference": best_reference_proxy(dataset, np.asarray(tasks.index), np.asarray(tasks.target),
+            "reference": best_reference_proxy(space, dataset, np.asarray(tasks.index), np.asarray(tasks.target),
                                               args.data_dir)}
     return out
 
@@ -81,7 +94,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--formulas", default=f"{pg.EZNAS_A};{EVOLVED}", help="';'-separated program formulas")
     ap.add_argument("--datasets", default="cifar10,cifar100,imagenet16-120")
-    ap.add_argument("--cells", type=int, default=1000, help="held-out NB201 cells (default 1000)")
+    ap.add_argument("--spaces", default="", help="also these spaces on CIFAR-10: nb101, nb301")
+    ap.add_argument("--cells", type=int, default=1000, help="held-out NB201 cells; 0 = all (default 1000)")
     ap.add_argument("--batch-size", type=int, default=1, help="statistics minibatch (default 1, EZNAS evolution)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the held-out draw")
     ap.add_argument("--data-dir", default=None)

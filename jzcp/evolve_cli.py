@@ -44,9 +44,10 @@ import numpy as np
 
 SPLIT_SEED = 2022  # permutation that splits every space into fitness pool / held-out pool (never change)
 FITNESS_FRACTION = 0.36  # NB201: 5,625 fitness-pool cells, 10,000 held-out cells
-EVOLVE_SPACES = ("nb201",)
+EVOLVE_SPACES = ("nb201", "nb101", "nb301")
 DEFAULT_TARGET = {"nb201": {"cifar10": "c10valid_val", "cifar100": "c100_val_naslib1seed",
-                            "imagenet16-120": "in16_val_naslib1seed"}}
+                            "imagenet16-120": "in16_val_naslib1seed"},
+                  "nb101": {"cifar10": "val_accuracy"}, "nb301": {"cifar10": "val_accuracy"}}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -96,6 +97,7 @@ def _target(space: str, dataset: str, target: str | None, data_dir=None) -> tupl
     from jzcp import data
 
     dataset = data.canonical_dataset(dataset)
+    bench = _benchmark(space, dataset, data_dir)
     name = target or DEFAULT_TARGET[space][dataset]
     if space == "nb201":
         gt = data.load_nb201(data_dir)
@@ -103,9 +105,10 @@ def _target(space: str, dataset: str, target: str | None, data_dir=None) -> tupl
             acc = np.asarray(gt.target(name), np.float64)
         except KeyError as e:
             raise ValueError(str(e.args[0])) from None
-        bench = _benchmark(space, dataset, data_dir)
         return bench, acc, name
-    raise ValueError(f"no targets for space {space!r}")  # pragma: no cover - guarded by _benchmark
+    if name not in bench.targets:
+        raise ValueError(f"{space} has no target {name!r}; it has {', '.join(bench.targets)}")
+    return bench, np.asarray(bench.targets[name], np.float64), name
 
 
 def make_tasks(spaces: Sequence[str], num_tasks: int, nets_per_task: int, seed: int, *, dataset: str = "cifar10",
@@ -139,10 +142,13 @@ def make_tasks(spaces: Sequence[str], num_tasks: int, nets_per_task: int, seed: 
 
 
 def holdout_tasks(space: str, num: int, seed: int = 0, *, dataset: str = "cifar10", target: str | None = None,
-                  data_dir=None) -> Tasks:
-    """``num`` architectures of the held-out pool of ``space`` (all of it if ``num`` is 0 or larger), one task."""
+                  data_dir=None, whole_space: bool = False) -> Tasks:
+    """``num`` architectures of the held-out pool of ``space`` (all of it if ``num`` is 0 or larger), one task.
+
+    ``whole_space``: draw from every architecture of the space instead (a space the programs were never evolved
+    on, e.g. NB101 / NB301 for a program evolved on NB201)."""
     bench, acc, name = _target(space, dataset, target, data_dir)
-    _, pool = split_pool(len(bench))
+    pool = np.arange(len(bench)) if whole_space else split_pool(len(bench))[1]
     if 0 < num < len(pool):
         pool = np.sort(np.random.default_rng(seed).choice(pool, num, replace=False))
     return Tasks(tuple([space] * len(pool)), tuple(str(bench.keys[i]) for i in pool),
@@ -181,7 +187,7 @@ def _family(space: str, proto: StatsProtocol, data_dir=None):
     if space == "nb201":
         spec = proxies.nb201_net(batch.num_classes, config, channels=proto.channels,
                                  cells_per_stage=proto.cells_per_stage, image_shape=batch.images.shape[1:])
-    else:  # pragma: no cover - guarded by _benchmark
+    else:  # NB101 / NB301 at their published sizes
         spec = proxies.space_net(space, batch.num_classes, config, image_shape=batch.images.shape[1:])
     return spec, config, batch
 

@@ -47,6 +47,20 @@ def test_split_and_tasks(shared_data):
     assert len(ho) == 1000 and set(ho.index) <= set(held)
 
 
+def test_tasks_on_nb101_and_nb301(shared_data):
+    from jzcp.scoring import load_benchmark
+
+    for space, n in (("nb101", 500), ("nb301", 1218)):
+        bench = load_benchmark(space, "cifar10", shared_data)
+        tasks = E.make_tasks([space], 2, 10, seed=0, data_dir=shared_data)
+        np.testing.assert_allclose(tasks.target, bench.targets["val_accuracy"][tasks.index])
+        assert set(tasks.target_name) == {"val_accuracy"} and set(tasks.space) == {space}
+        whole = E.holdout_tasks(space, 0, data_dir=shared_data, whole_space=True)
+        assert len(whole) == n and len(E.holdout_tasks(space, 0, data_dir=shared_data)) < n
+    with pytest.raises(ValueError, match="cifar10 only"):
+        E.holdout_tasks("nb101", 0, dataset="cifar100", data_dir=shared_data)
+
+
 def test_argument_errors(tmp_path, shared_data, capsys):
     base = ["evolve", *TINY, "--generations", "1", "--data-dir", str(shared_data), "--cache-dir", str(tmp_path / "c")]
     assert cli.main([*base, "--out", str(tmp_path / "a"), "--spaces", "nb999"]) == 2
