@@ -27,7 +27,7 @@ import numpy as np
 
 from jzcp.networks import layers
 from jzcp.networks.layers import taps_of
-from jzcp import linalg as _linalg
+from jzcp import linalg
 from jzcp.proxies.context import (
     STREAM_MECO,
     STREAM_ZEN,
@@ -92,7 +92,7 @@ def _jacobian_rows(ctx: Context) -> jax.Array:
 
 def jacov_score(rows: jax.Array) -> jax.Array:
     """``-sum_i log(v_i + k) + 1 / (v_i + k)``, v the eigenvalues of ``corrcoef(rows)``, rows (B, D)."""
-    v = _linalg.eigvalsh(_linalg.corrcoef(rows))
+    v = linalg.eigvalsh(linalg.corrcoef(rows))
     return -jnp.sum(jnp.log(v + EPS_CORR) + 1.0 / (v + EPS_CORR))
 
 
@@ -101,7 +101,7 @@ def epe_nas_score(rows: jax.Array, labels: jax.Array, num_classes: int) -> jax.A
 
     A class's correlation matrix is its block of the batch's (correlations are pairwise), so one (B, B)
     matrix serves every class."""
-    logabs = jnp.log(jnp.abs(_linalg.corrcoef(rows)) + EPS_CORR)
+    logabs = jnp.log(jnp.abs(linalg.corrcoef(rows)) + EPS_CORR)
     onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)  # (B, K)
     n = jnp.sum(onehot, axis=0)
     s = jnp.einsum("ic,ij,jc->c", onehot, logabs, onehot)
@@ -145,7 +145,7 @@ def _nwot(ctx: Context):
         a = (t.pre.reshape(b, -1) > 0).astype(jnp.float32) * 2.0 - 1.0  # +-1 codes: a a^T = agree - disagree
         d = a.shape[1]
         kmat = kmat + jnp.where(t.live, 0.5 * (d + a @ a.T), 0.0)
-    return _linalg.logdet_psd(kmat)
+    return linalg.logdet_psd(kmat)
 
 
 def zen_params(params, key: jax.Array):
@@ -211,7 +211,7 @@ def _meco(ctx: Context):
     for group in groups.values():  # one batched eigendecomposition per feature shape
         feats = jnp.stack([t.x[0] for t in group])
         weights = jnp.stack([t.weight for t in group])
-        lam = jax.vmap(_linalg.min_eig_corr_zeroed)(feats)
+        lam = jax.vmap(linalg.min_eig_corr_zeroed)(feats)
         total = total + jnp.sum(jnp.where((weights > 0) & ~jnp.isnan(lam), weights * lam, 0.0))
     return total
 
@@ -292,7 +292,7 @@ def _eznas_a_term(x: jax.Array, logdet: str = "eznas") -> jax.Array:
     if logdet == "eznas":
         d = pg.apply_primitive("logdet", a)
     else:
-        d = _linalg.slogdet(a)[1]
+        d = linalg.slogdet(a)[1]
     return pg.apply_primitive("frobenius_norm", pg.apply_primitive("sigmoid", d))
 
 
