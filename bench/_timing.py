@@ -1,8 +1,10 @@
 """What every benchmark here shares: the in-process matmul reference that makes timings comparable across noisy
-machines (report a rate as a ratio to it), and wall-clock timing of a call."""
+machines (report a rate as a ratio to it), wall-clock timing of a call, and writing the JSON result."""
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -26,3 +28,12 @@ def timed(fn) -> float:
 def first_and_steady(fn, items) -> tuple[float, list[float]]:
     """Seconds of ``fn(items[0])`` (compilation + first run) and of ``fn`` on each later item."""
     return timed(lambda: fn(items[0])), [timed(lambda: fn(it)) for it in items[1:]]
+
+
+def write_json(path, result) -> Path:
+    """Write ``result`` as indented JSON to ``path`` (parent folders created) and say where."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1))
+    print(f"wrote {path}")
+    return path

@@ -23,11 +23,11 @@ of the NASLib files), with the number of architectures.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
+
+from _timing import write_json
 
 from jzcp import data, metrics
 from jzcp import programs as pg
@@ -103,10 +103,7 @@ def main() -> None:
     args = ap.parse_args()
     result = run(args)
     print(format_table(result))
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1))
-    print(f"wrote {path}")
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -11,16 +11,14 @@ timed in the same process, so the ratio is comparable across noisy machines.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 import optax
 
-from _timing import matmul_flops_per_s, timed
+from _timing import matmul_flops_per_s, timed, write_json
 
 from jzcp.networks import nb201 as net
 from jzcp.spaces import nb201 as space
@@ -103,10 +101,7 @@ def main() -> None:
     print(f"NB201 (C=16, N=5) batch {args.batch_size}, {result['device']}")
     for k, v in rows:
         print(f"  {k:<{width}}  {v:>10}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    print(f"wrote {out}")
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":
