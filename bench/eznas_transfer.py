@@ -49,9 +49,7 @@ def best_reference_proxy(space: str, dataset: str, index: np.ndarray, target: np
         covered = np.ones(len(index), bool)
     rows = {}
     for proxy, v in values.items():
-        v = np.asarray(v, np.float64)[index][covered]
-        v = np.where(v <= -1e8, np.nan, v)  # NASLib's failure sentinel
-        rows[proxy] = float(metrics.spearman(v, target[covered]))
+        rows[proxy] = float(metrics.spearman(data.without_failures(v)[index][covered], target[covered]))
     best = max(rows, key=lambda k: -np.inf if np.isnan(rows[k]) else rows[k])
     return {"source": name, "n": int(covered.sum()), "best": best, "spearman": rows[best], "all": rows}
 

@@ -65,19 +65,28 @@ def sample_archs(space: str, n: int, seed: int) -> list[np.ndarray]:
     return list(np.asarray(mbv3_space.flatten(mbv3_space.sample(key, n))))
 
 
-def bench_space(space: str, names: tuple[str, ...], args) -> dict:
-    config = proxies.ProxyConfig(batch_size=args.batch_size, seed=42)
+def space_spec(space: str, config, args):
+    """The space's network at its published size (MobileNetV3: ImageNet, ``--mbv3-resolution``)."""
     if space == "mobilenetv3":
-        spec = proxies.mobilenetv3_net(1000, config, resolution=args.mbv3_resolution)
-    else:
-        spec = proxies.space_net(space, 10, config)
-    raw, traces = proxies.suite_fn(spec, names, config), [0]
+        return proxies.mobilenetv3_net(1000, config, resolution=args.mbv3_resolution)
+    return proxies.space_net(space, 10, config)
+
+
+def jit_counting_traces(fn):
+    """``(jax.jit(fn), traces)``: ``traces[0]`` counts the traces (compilations), never the calls."""
+    traces = [0]
 
     def counted(*a):
-        traces[0] += 1  # runs once per trace (compilation), never per call
-        return raw(*a)
+        traces[0] += 1
+        return fn(*a)
 
-    suite = jax.jit(counted)
+    return jax.jit(counted), traces
+
+
+def bench_space(space: str, names: tuple[str, ...], args) -> dict:
+    config = proxies.ProxyConfig(batch_size=args.batch_size, seed=42)
+    spec = space_spec(space, config, args)
+    suite, traces = jit_counting_traces(proxies.suite_fn(spec, names, config))
     x = jax.random.normal(jax.random.key(1), (args.batch_size, *spec.image_shape))
     y = jax.random.randint(jax.random.key(2), (args.batch_size,), 0, spec.num_classes)
     key = jax.random.key(3)
@@ -100,17 +109,9 @@ def bench_statistics(space: str, args) -> dict:
     from jzcp import statistics as st
 
     config = proxies.ProxyConfig(batch_size=args.batch_size, seed=1, init="kaiming_fan_out")
-    if space == "mobilenetv3":
-        spec = proxies.mobilenetv3_net(1000, config, resolution=args.mbv3_resolution)
-    else:
-        spec = proxies.space_net(space, 10, config)
-    raw, traces, memory = st.statistics_fn(spec, config), [0], []
-
-    def counted(*a):
-        traces[0] += 1
-        return raw(*a)
-
-    collect = jax.jit(counted)
+    spec = space_spec(space, config, args)
+    collect, traces = jit_counting_traces(st.statistics_fn(spec, config))
+    memory = []
     x = jax.random.normal(jax.random.key(1), (args.batch_size, *spec.image_shape))
 
     def one(arch):

@@ -607,6 +607,15 @@ class ProxyReference:
             raise KeyError(f"proxy {name!r} not in {self.name}; available: {', '.join(self.values)}") from None
 
 
+NASLIB_FAILURE = -1e8  # the value NASLib stores for a proxy that failed or a degenerate network
+
+
+def without_failures(values) -> np.ndarray:
+    """Reference proxy values as float64 with NASLib's failure sentinel (``<= -1e8``) as NaN, for correlations."""
+    v = np.asarray(values, np.float64)
+    return np.where(v <= NASLIB_FAILURE, np.nan, v)
+
+
 _NBSZ_PROXIES = ("epe_nas", "fisher", "flops", "grad_norm", "grasp", "jacov", "l2_norm", "nwot", "params",
                  "plain", "snip", "synflow", "zen")
 _NBSZPRE_PROXIES = tuple(p for p in _NBSZ_PROXIES if p != "zen")

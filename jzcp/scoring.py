@@ -395,14 +395,13 @@ def score(
 def reference_agreement(bench: Benchmark, chosen, table, names) -> dict:
     """Spearman of jzcp's value of each proxy against the benchmark's reference (NAS-Bench-Suite-Zero) value
     on the same architectures, for the proxies the reference has: ``{name: {"spearman", "n"}}``."""
-    from jzcp import metrics
+    from jzcp import data, metrics
 
     out = {}
     for n in names:
         if n not in bench.reference:
             continue
-        ref = np.asarray(bench.reference[n], np.float64)[chosen]
-        ref = np.where(ref <= -1e8, np.nan, ref)  # NASLib's failure sentinel
+        ref = data.without_failures(bench.reference[n])[chosen]
         ok = np.isfinite(ref) & np.isfinite(table[n])
         out[n] = {"spearman": float(metrics.spearman(table[n], ref)) if ok.sum() > 2 else float("nan"),
                   "n": int(ok.sum())}
