@@ -75,7 +75,7 @@ def run(args) -> dict:
             idx = table["index"]
             in_ref = ref.mask[idx]
             for p in NBSZ_PROXIES:
-                ours, theirs = table[p][in_ref], ref.proxy(p)[idx][in_ref]
+                ours, theirs = table[p][in_ref], data.without_failures(ref.proxy(p))[idx][in_ref]
                 rho = float(metrics.spearman(ours, theirs))
                 _row(rows, "NBSZ agreement: Spearman(jzcp, reference)", p, rho, AGREEMENT, n=int(in_ref.sum()),
                      kind="min")
