@@ -36,7 +36,8 @@ def add_score_arguments(p) -> None:
                    help="search space with ground truth: nb201 (15,625 cells), nb101 (500 NAS-Bench-Suite-Zero "
                         "cells), nb301 (1,218 NAS-Bench-Suite-Zero cells); default nb201")
     p.add_argument("--dataset", default="cifar10", help="cifar10 | cifar100 | ImageNet16-120 (16x16 CIFAR-10 stand-in)")
-    p.add_argument("--proxies", default="all", help="'all' or comma-separated names (see --list-proxies)")
+    p.add_argument("--proxies", default="all",
+                   help="'all', 'nbsz' (the 13 of NAS-Bench-Suite-Zero) or comma-separated names (see --list-proxies)")
     p.add_argument("--archs", default="sample:100",
                    help="'all', 'sample:N' (seeded by --arch-seed) or a file of architectures, one per line "
                         "(nb201 arch strings; nb101 NASLib tuples; nb301 NASLib compact tuples)")
@@ -193,11 +194,14 @@ class Protocol:
 
 
 def resolve_proxy_names(spec: str) -> tuple[str, ...]:
-    """``'all'`` or comma-separated proxy names -> validated tuple (``ValueError`` naming an unknown one)."""
+    """``'all'``, ``'nbsz'`` (the 13 proxies of NAS-Bench-Suite-Zero) or comma-separated proxy names -> validated
+    tuple (``ValueError`` naming an unknown one)."""
     from jzcp import proxies
 
     if spec.strip() == "all":
         return tuple(proxies.PROXIES)
+    if spec.strip() == "nbsz":
+        return tuple(proxies.NBSZ_PROXIES)
     names = tuple(n.strip() for n in spec.split(",") if n.strip())
     for n in names:
         proxies.proxy_info(n)

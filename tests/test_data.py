@@ -1,7 +1,6 @@
 """Tests of the data layer against the real shared benchmark data (skipped cleanly when it is absent)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np

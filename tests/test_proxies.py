@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 
 import chex
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -357,3 +356,13 @@ def test_registry_metadata_and_protocol_record():
     assert all(p.description for p in P.PROXIES.values())
     d = CFG.to_dict()
     assert d["batch_size"] == 8 and d["synflow_float64"] is True and d["meco_input_hw"] == [64, 64]
+
+
+def test_proxy_name_sets():
+    from jzcp.scoring import resolve_proxy_names
+
+    assert resolve_proxy_names("all") == tuple(P.PROXIES)
+    assert resolve_proxy_names("nbsz") == tuple(P.NBSZ_PROXIES) and len(P.NBSZ_PROXIES) == 13
+    assert resolve_proxy_names(" synflow, nwot ") == ("synflow", "nwot")
+    with pytest.raises(ValueError, match="unknown proxy 'synflo'"):
+        resolve_proxy_names("synflo")

@@ -229,12 +229,11 @@ def _resumable_extract(path, fingerprint: str, archs, graph_fn: Callable, *, wor
         last[0] = time.perf_counter()
 
     offset = len(done)
-    prog = progress
-    if progress and offset:  # report overall progress, not just this run's
-        t0 = time.perf_counter()
+    t0 = time.perf_counter()
 
-        def prog(d, t):
-            _report(d + offset, t + offset, t0, progress)
+    def overall(d, t):  # report overall progress, not just this run's
+        _report(d + offset, t + offset, t0, progress)
+    prog = overall if progress and offset else progress
     return done + extract(archs[offset:], graph_fn, workers=workers, progress=prog, on_chunk=save)
 
 

@@ -333,7 +333,7 @@ class Edge(nn.Module):
 
     @nn.compact
     def __call__(self, branches, op):
-        c, cfg = self.channels, self.cfg
+        cfg = self.cfg
         xs = [b[0] for b in branches]
         strides = [b[1] for b in branches]
         blive = [b[2] for b in branches]

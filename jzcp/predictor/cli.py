@@ -213,7 +213,6 @@ def run_fit(args) -> int:
     import numpy as np
 
     from jzcp import predictor as P
-    from jzcp.predictor import families as F
 
     out = Path(args.out)
     fams = _load(args, args.families)

@@ -187,7 +187,7 @@ class GraphEncoder(nn.Module):
         x = graph.nodes["features"] if features is None else features
         if cfg.features == "base":
             x = x[:, :NUM_BASE_FEATURES]
-        n, g = x.shape[0], graph.n_node.shape[0]
+        g = graph.n_node.shape[0]
         h = act(nn.Dense(cfg.hidden, name="embed")(x))
         for i in range(cfg.num_layers):
             upd = _LAYER_CLS[cfg.layer](cfg.hidden, cfg.bidirectional, name=f"layer{i}")(
