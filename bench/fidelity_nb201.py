@@ -1,6 +1,7 @@
 """Fidelity of jzcp's proxies on NAS-Bench-201 against the published numbers and the reference values.
 
-    python bench/fidelity_nb201.py [--cells 1000] [--sections iclr21,nbsz,eznas,other] [--out bench/out/fidelity]
+    python bench/fidelity_nb201.py [--cells 1000] [--sections iclr21,nbsz,eznas,other] [--other-cells N]
+                                   [--out bench/out/fidelity]
     python bench/fidelity_nb201.py --report-only   # interim table of a run still in progress
 
 A fixed seeded sample of ``--cells`` NB201 cells (all 15,625 with ``--cells 15625``) is scored with ``jzcp score``'s
@@ -16,7 +17,8 @@ pipeline into ``OUT/<run>/scores.csv`` (resumable: rerun the same command to con
 4. ``other`` -- CIFAR-100 with its 20 real images (batch 16) against ``c100_test`` and ``c100_val_naslib1seed``, and
    ImageNet16-120 with the 16x16 CIFAR-10 STAND-IN (batch 64) against ``in16_test`` (reported, no pass/fail).
 
-Prints a table (ours | published | delta | pass) and writes ``OUT/fidelity_nb201.json``.
+Prints a table (ours | published | delta | pass) and writes ``OUT/fidelity_nb201.json`` (sections run separately on the
+same cells are merged into it).
 """
 from __future__ import annotations
 
@@ -101,13 +103,14 @@ def run(args) -> dict:
 
     if "other" in sections:
         names = tuple(ICLR21) + (("eznas_a",) if "eznas_a" in PROXIES else ())
+        other = chosen[: args.other_cells] if args.other_cells else chosen  # a prefix of the seeded random order
         for dataset, bs, run_name, tgts in (
             ("cifar100", 16, "c100_b16_s42_real20", ("c100_test", "c100_val_naslib1seed")),
             ("imagenet16-120", 64, "in16_b64_s42_STANDIN", ("in16_test", "in16_val_naslib1seed")),
         ):
             cfg = ProxyConfig(batch_size=bs, seed=42, init="pytorch")
             t = time.time()
-            table, _ = score(load_benchmark("nb201", dataset, args.data_dir), chosen, names, cfg, out / run_name,
+            table, _ = score(load_benchmark("nb201", dataset, args.data_dir), other, names, cfg, out / run_name,
                              data_dir=args.data_dir, targets=tgts, **partial)
             timings[run_name] = time.time() - t
             label = "CIFAR-100 (20 real images, batch 16)" if dataset == "cifar100" else \
@@ -119,6 +122,21 @@ def run(args) -> dict:
 
     return {"cells": len(chosen), "arch_seed": args.arch_seed, "report_only": args.report_only, "rows": rows,
             "timings_s": timings}
+
+
+def merge_previous(path: Path, result: dict) -> dict:
+    """``result`` plus the rows of sections an earlier run at the same cells wrote to ``path`` and this run did not
+    compute, so sections run one at a time end up in one JSON."""
+    try:
+        prev = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return result
+    if (prev.get("cells"), prev.get("arch_seed")) != (result["cells"], result["arch_seed"]):
+        return result
+    done = {r["section"] for r in result["rows"]}
+    kept = [r for r in prev.get("rows", []) if r["section"] not in done]
+    timings = {**prev.get("timings_s", {}), **result["timings_s"]}
+    return {**result, "rows": kept + result["rows"], "timings_s": timings}
 
 
 def format_table(result: dict) -> str:
@@ -139,6 +157,8 @@ def main() -> None:
     ap.add_argument("--cells", type=int, default=1000)
     ap.add_argument("--arch-seed", type=int, default=0)
     ap.add_argument("--sections", default="iclr21,nbsz,eznas,other")
+    ap.add_argument("--other-cells", type=int, default=None,
+                    help="score the 'other' section on the first N cells of the sample only (default: all)")
     ap.add_argument("--out", default="bench/out/fidelity")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--report-only", action="store_true",
@@ -150,7 +170,7 @@ def main() -> None:
     print(format_table(result))
     path = Path(args.out) / "fidelity_nb201.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1))
+    path.write_text(json.dumps(merge_previous(path, result), indent=1))
     print(f"\nwrote {path}")
 
 
