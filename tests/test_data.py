@@ -10,14 +10,11 @@ from jzcp import data
 from jzcp.data import DataError
 from jzcp.spaces import nb201 as nb201_space
 
-REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.fixture(scope="module")
-def data_dir() -> Path:
-    if not (REAL_DATA / "nb201" / "nb201_gt.npz").is_file():
-        pytest.skip(f"shared benchmark data not found at {REAL_DATA}")
-    return REAL_DATA
+def data_dir(shared_data) -> Path:
+    return shared_data  # conftest: ../shared/data or $JZCP_DATA, skipped cleanly when absent
 
 
 @pytest.fixture
