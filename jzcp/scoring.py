@@ -348,7 +348,7 @@ def score(
     columns = ["arch", "index", *targets, *names]
     print(f"jzcp score: {bench.space}, {len(chosen)} archs ({len(chosen) - len(todo)} already in {csv_path}), "
           f"proxies {', '.join(names)}, {dataset} batch {config.batch_size}"
-          + (" [ImageNet16-120 = 16x16 CIFAR-10 STAND-IN]" if batch.stand_in else ""), file=sys.stderr)
+          + (f" [STAND-IN: {batch.stand_in}]" if batch.stand_in else ""), file=sys.stderr)
 
     nan_counts = {n: 0 for n in names}
     if todo:
