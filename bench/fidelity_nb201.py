@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _timing import write_json
+
 from jzcp import data, metrics
 from jzcp.proxies import NBSZ_PROXIES, PROXIES, ProxyConfig
 from jzcp.scoring import load_benchmark, score, select_archs
@@ -168,10 +170,9 @@ def main() -> None:
     scope = "the cells scored so far of " if result["report_only"] else ""
     print(f"NB201 fidelity on {scope}{result['cells']} cells (sample seed {result['arch_seed']})")
     print(format_table(result))
+    print()
     path = Path(args.out) / "fidelity_nb201.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(merge_previous(path, result), indent=1))
-    print(f"\nwrote {path}")
+    write_json(path, merge_previous(path, result))
 
 
 if __name__ == "__main__":

@@ -14,13 +14,13 @@ network). Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 from tqdm import tqdm
+
+from _timing import write_json
 
 from jzcp import evolve_cli as E
 from jzcp import programs as pg
@@ -72,7 +72,8 @@ def main() -> None:
         counts["numerically_invalid"] += int((shape_ok & ~ok).sum())
     seconds = time.time() - t1
     evals = counts["programs"] * stats.num_networks
-    steady = (evals - args.pop * stats.num_networks) / max(seconds - (first_call or 0.0), 1e-9)  # after compiling
+    later = evals - args.pop * stats.num_networks  # evaluations after the compiling first call
+    steady = later / (seconds - first_call) if later and first_call is not None else float("nan")
     result = {"networks": stats.num_networks, "blocks": stats.num_blocks, "population": args.pop, "seed": args.seed,
               "counts": counts, "statistics_seconds": t_stats, "first_call_seconds": first_call,
               "seconds": seconds, "program_network_evaluations_per_s_after_compile": steady}
@@ -83,10 +84,7 @@ def main() -> None:
         print(f"  {key:<22}{counts[key]:>9,}  {100 * counts[key] / n:6.2f}%")
     print(f"  {steady:,.0f} program x network evaluations/s after compilation ({seconds:.0f} s in all, first call "
           f"{first_call or float('nan'):.1f} s incl. compilation; statistics {t_stats:.0f} s)")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    print(f"wrote {out}")
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":

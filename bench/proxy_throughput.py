@@ -13,14 +13,12 @@ float32 matmul timed in the same process. ``hours_per_1000`` is what 1,000 cells
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-from pathlib import Path
 
 import jax
 import numpy as np
 
-from _timing import first_and_steady, matmul_flops_per_s
+from _timing import first_and_steady, matmul_flops_per_s, write_json
 
 from jzcp import data, proxies
 from jzcp.scoring import resolve_proxy_names
@@ -86,11 +84,8 @@ def main() -> None:
         print(f"{r['label']:<20}{r['compile_plus_first_s']:>14.1f}{r['steady_s_per_cell']:>9.2f}"
               f"{r['cells_per_s']:>9.3f}{r['hours_per_1000']:>8.2f}{r['xla_flops_per_call'] / 1e9:>12.1f}"
               f"{r['achieved_flops_per_s'] / 1e9:>9.1f}{r['ratio_to_matmul']:>10.3f}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"batch_size": args.batch_size, "matmul_gflops": matmul / 1e9,
-                               "backend": jax.default_backend(), "rows": rows}, indent=1))
-    print(f"wrote {out}")
+    write_json(args.out, {"batch_size": args.batch_size, "matmul_gflops": matmul / 1e9,
+                          "backend": jax.default_backend(), "rows": rows})
 
 
 if __name__ == "__main__":

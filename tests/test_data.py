@@ -11,7 +11,6 @@ from jzcp.data import DataError
 from jzcp.spaces import nb201 as nb201_space
 
 
-
 @pytest.fixture(scope="module")
 def data_dir(shared_data) -> Path:
     return shared_data  # conftest: ../shared/data or $JZCP_DATA, skipped cleanly when absent
