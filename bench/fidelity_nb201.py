@@ -11,13 +11,15 @@ pipeline into ``OUT/<run>/scores.csv`` (resumable: rerun the same command to con
    Spearman of synflow, jacov, snip, grad_norm, grasp, fisher vs the published 0.737/0.731/0.596/0.594/0.514/0.36
    (pass: within +-0.03).
 2. ``nbsz`` -- the same run, on the sampled cells among the 9,445 of NAS-Bench-Suite-Zero: Spearman between jzcp's
-   values and the reference values for all 13 proxies (pass: >= 0.95), and params / flops equality.
+   values and the reference values for all 13 proxies (pass: >= 0.95), and params / flops equality; next to it the
+   reference's own run-to-run agreement (its final vs its preliminary run, 447 cells), the floor for seed-bound proxies.
 3. ``eznas`` -- EZNAS-A (code-faithful; batch 16, seed 1, kaiming fan_out init, crop+flip, BN train mode) against
    ``c10valid_val``: Kendall tau vs 0.6195 and Spearman vs 0.8085 (pass: within +-0.03).
 4. ``other`` -- CIFAR-100 with its 20 real images (batch 16) against ``c100_test`` and ``c100_val_naslib1seed``, and
    ImageNet16-120 with the 16x16 CIFAR-10 STAND-IN (batch 64) against ``in16_test`` (reported, no pass/fail).
 
-Prints a table (ours | published | delta | pass) and writes ``OUT/fidelity_nb201.json`` (sections run separately on the
+Correlations against accuracy carry a bootstrap standard error over the cells (1,000 resamples,
+:func:`jzcp.metrics.bootstrap_se`). Prints a table (ours | SE | published | delta | pass) and writes ``OUT/fidelity_nb201.json`` (sections run separately on the
 same cells are merged into it).
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ import json
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from _timing import write_json
@@ -41,7 +44,7 @@ TOL = 0.03
 AGREEMENT = 0.95
 
 
-def _row(rows, section, name, ours, published, tol=TOL, n=None, kind="abs"):
+def _row(rows, section, name, ours, published, tol=TOL, n=None, kind="abs", se=None):
     if published is None:
         ok, delta = None, None
     elif kind == "min":
@@ -49,7 +52,13 @@ def _row(rows, section, name, ours, published, tol=TOL, n=None, kind="abs"):
     else:
         ok, delta = bool(abs(ours - published) <= tol), ours - published
     rows.append({"section": section, "name": name, "ours": float(ours), "published": published, "delta": delta,
-                 "pass": ok, "n": n})
+                 "pass": ok, "n": n, "se": se})
+
+
+def _se(statistic, x, y) -> float:
+    """Bootstrap SE over the cells: how far the same statistic would move on another sample of as many cells."""
+    return float(metrics.bootstrap_se(statistic, np.asarray(x, np.float64), np.asarray(y, np.float64),
+                                      jax.random.key(0), num_resamples=1000))
 
 
 def run(args) -> dict:
@@ -73,7 +82,8 @@ def run(args) -> dict:
         if "iclr21" in sections:
             for p, pub in ICLR21.items():
                 rho = float(metrics.spearman(table[p], table["c10valid_test"]))
-                _row(rows, "ICLR'21 C10 Spearman vs c10valid_test", p, rho, pub, n=int(np.isfinite(table[p]).sum()))
+                _row(rows, "ICLR'21 C10 Spearman vs c10valid_test", p, rho, pub, n=int(np.isfinite(table[p]).sum()),
+                     se=_se(metrics.spearman, table[p], table["c10valid_test"]))
         if "nbsz" in sections:
             ref = data.load_nb201_proxies("c10", "nbsz", args.data_dir)
             idx = table["index"]
@@ -87,6 +97,14 @@ def run(args) -> dict:
                 ours, theirs = table[p][in_ref] * scale, ref.proxy(p)[idx][in_ref]
                 _row(rows, "NBSZ equality: max |jzcp - reference|", p, float(np.max(np.abs(ours - theirs))), 0.0,
                      tol=5e-6 if p == "params" else 5e-3, n=int(in_ref.sum()))
+            # The reference's own run-to-run agreement (its final run vs its preliminary run: other minibatch and
+            # init, same code) is the floor below which per-cell agreement cannot be expected of seed-bound proxies.
+            pre = data.load_nb201_proxies("c10", "nbszpre", args.data_dir)
+            both = ref.mask & pre.mask
+            for p in pre.proxy_names:
+                _row(rows, "NBSZ run-to-run: Spearman(final run, preliminary run), all shared cells", p,
+                     float(metrics.spearman(data.without_failures(ref.proxy(p))[both],
+                                            data.without_failures(pre.proxy(p))[both])), None, n=int(both.sum()))
             for p in NBSZ_PROXIES:  # what the proxies reach on their own (context for the agreement rows)
                 _row(rows, "jzcp Spearman vs c10valid_val (9,445 subset)", p,
                      float(metrics.spearman(table[p][in_ref], table["c10valid_val"][in_ref])), None,
@@ -100,8 +118,10 @@ def run(args) -> dict:
         timings["c10_b16_s1_eznas"] = time.time() - t
         tau = float(metrics.kendall_tau(table["eznas_a"], table["c10valid_val"]))
         rho = float(metrics.spearman(table["eznas_a"], table["c10valid_val"]))
-        _row(rows, "EZNAS-A C10 vs c10valid_val", "kendall", tau, EZNAS_A["kendall"], n=len(table["index"]))
-        _row(rows, "EZNAS-A C10 vs c10valid_val", "spearman", rho, EZNAS_A["spearman"], n=len(table["index"]))
+        _row(rows, "EZNAS-A C10 vs c10valid_val", "kendall", tau, EZNAS_A["kendall"], n=len(table["index"]),
+             se=_se(metrics.kendall_tau, table["eznas_a"], table["c10valid_val"]))
+        _row(rows, "EZNAS-A C10 vs c10valid_val", "spearman", rho, EZNAS_A["spearman"], n=len(table["index"]),
+             se=_se(metrics.spearman, table["eznas_a"], table["c10valid_val"]))
 
     if "other" in sections:
         names = tuple(ICLR21) + (("eznas_a",) if "eznas_a" in PROXIES else ())
@@ -146,11 +166,13 @@ def format_table(result: dict) -> str:
     for r in result["rows"]:
         if r["section"] != section:
             section = r["section"]
-            lines += ["", f"{section}  (n={r['n']})", f"  {'proxy':<12}{'ours':>9}{'published':>11}{'delta':>9}  pass"]
+            lines += ["", f"{section}  (n={r['n']})",
+                      f"  {'proxy':<12}{'ours':>9}{'boot. SE':>10}{'published':>11}{'delta':>9}  pass"]
+        se = "" if r.get("se") is None else f"{r['se']:.3f}"
         pub = "" if r["published"] is None else f"{r['published']:.4g}"
         delta = "" if r["delta"] is None else f"{r['delta']:+.3f}"
         ok = {True: "yes", False: "NO", None: ""}[r["pass"]]
-        lines.append(f"  {r['name']:<12}{r['ours']:>9.3f}{pub:>11}{delta:>9}  {ok}")
+        lines.append(f"  {r['name']:<12}{r['ours']:>9.3f}{se:>10}{pub:>11}{delta:>9}  {ok}")
     return "\n".join(lines)
 
 

@@ -86,6 +86,7 @@ __all__ = [
     "spearman",
     "kendall_tau",
     "ndcg_at_k",
+    "bootstrap_se",
     "rank_correlations",
 ]
 
@@ -508,6 +509,38 @@ def ndcg_at_k(scores, targets, k: int):
     idcg = jnp.sum(disc * ideal)
     ok = (jnp.sum(m) > 0) & (idcg > 0)
     return jnp.where(ok, dcg / jnp.where(ok, idcg, 1.0), jnp.nan).astype(fdt)
+
+
+# ----------------------------------------------------------------------------
+# sampling uncertainty
+# ----------------------------------------------------------------------------
+
+
+def bootstrap_se(statistic, x, y, key, num_resamples: int = 1000):
+    """Bootstrap standard error of ``statistic(x, y)`` over the items (pairs resampled with replacement).
+
+    How much a correlation measured on a sample of N architectures would move on another sample of N from the
+    same population: e.g. a Spearman of 0.5 on 1,000 NB201 cells has an SE of about 0.025, so two runs on
+    different 1,000-cell samples differ by more than 0.03 about a third of the time.
+
+    Args:
+      statistic: ``(x, y) -> 0-d array``, e.g. :func:`spearman` or :func:`kendall_tau` (vmapped over the
+        resamples, so it must be jittable; non-finite pairs follow its own ``nan_policy``).
+      x, y: (N,) arrays.
+      key: PRNG key of the resampling.
+      num_resamples: number of bootstrap samples (static).
+
+    Returns:
+      0-d float array: the standard deviation (ddof 1) of the statistic over the resamples that are finite.
+    """
+    x, y = _check_pair(x, y)
+    idx = jax.random.randint(key, (int(num_resamples), x.shape[0]), 0, x.shape[0])
+    stats = jax.vmap(lambda i: statistic(x[i], y[i]))(idx)
+    ok = jnp.isfinite(stats)
+    n = jnp.sum(ok)
+    mean = jnp.sum(jnp.where(ok, stats, 0.0)) / jnp.maximum(n, 1)
+    var = jnp.sum(jnp.where(ok, jnp.square(stats - mean), 0.0)) / jnp.maximum(n - 1, 1)
+    return jnp.where(n >= 2, jnp.sqrt(var), jnp.nan)
 
 
 # ----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import scipy.stats as ss
 
-from jzcp.metrics import kendall_tau, ndcg_at_k, rank_correlations, rankdata, spearman
+from jzcp.metrics import bootstrap_se, kendall_tau, ndcg_at_k, rank_correlations, rankdata, spearman
 
 TOL = 1e-5
 
@@ -366,3 +366,25 @@ def test_ndcg_edge_cases():
     for bad in (0, -1, 2.0):
         with pytest.raises(ValueError):
             ndcg_at_k(acc, acc, bad)
+
+
+def test_bootstrap_se_matches_a_scipy_loop_on_the_same_resamples():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=300)
+    y = 0.6 * x + rng.normal(size=300)
+    x[5] = np.nan  # omitted pairs stay omitted in every resample
+    key = jax.random.key(7)
+    se = float(bootstrap_se(spearman, x, y, key, num_resamples=200))
+    idx = np.asarray(jax.random.randint(key, (200, 300), 0, 300))
+    ref = []
+    for i in idx:
+        ok = np.isfinite(x[i])
+        ref.append(ss.spearmanr(x[i][ok], y[i][ok])[0])
+    assert se == pytest.approx(np.std(ref, ddof=1), rel=1e-4)
+    # about 1/sqrt(N): four times the items, half the error
+    big = float(bootstrap_se(spearman, np.tile(x, 4), np.tile(y, 4) + rng.normal(size=1200) * 1e-9, key, 200))
+    assert 0.35 < big / se < 0.7
+
+
+def test_bootstrap_se_undefined_statistic_is_nan():
+    assert np.isnan(float(bootstrap_se(spearman, np.ones(50), np.arange(50.0), jax.random.key(0), 20)))
