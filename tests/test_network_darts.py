@@ -122,3 +122,51 @@ def test_malformed_architectures_raise():
         net.DartsConfig(variant="darts")
     with pytest.raises(ValueError, match="even"):
         net.DartsConfig(channels=5)
+
+
+# Proxies whose value depends on how the select-dispatched network records its taps (liveness, fan-in, FLOPs,
+# ReLU codes) and on its gradients; all four read the one cross-entropy pass, so the default run compiles it once.
+TAP_PROXIES = ("fisher", "flops", "nwot", "snip")
+OTHER_PROXIES = ("epe_nas", "grad_norm", "grasp", "jacov", "l2_norm", "meco", "params", "plain", "synflow", "zen",
+                 "zico")
+
+
+def _proxies_traced_vs_concrete(variant, names, archs):
+    from jzcp import proxies
+
+    cfg = proxies.ProxyConfig(batch_size=4, seed=5, meco_input_hw=(8, 8))
+    spec = proxies.darts_net(10, cfg, channels=4, layers=3, variant=variant, image_shape=IMG)
+    run = proxies.suite_fn(spec, names, cfg)
+    fast = {"xla_backend_optimization_level": 0}
+    traced = jax.jit(run, compiler_options=fast)
+    x = jax.random.normal(jax.random.key(1), (4, *IMG))
+    y = jnp.arange(4) % 10
+    for a in archs:
+        params = proxies.fresh_params(spec, cfg, a)
+        # Closed over as NumPy, the architecture stays concrete: the plain network of the cell, only its ops built.
+        plain = jax.jit(lambda p, x, y, k, a=np.asarray(a): run(p, x, y, a, k), compiler_options=fast)
+        with jax.enable_x64(True):  # synflow in float64, as the suite runs it
+            got = traced(params, x, y, jnp.asarray(a), jax.random.key(3))
+            want = plain(params, x, y, jax.random.key(3))
+        for n in names:
+            np.testing.assert_allclose(float(got[n]), float(want[n]), rtol=2e-4, atol=1e-6, err_msg=f"{variant} {n}")
+
+
+def _sep_dil_archs(allow_none):
+    a = _archs(2, 4, allow_none)
+    ops = [space.OPS.index(o) for o in ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")]
+    a[0, :, :4, 1] = ops  # both sizes of both merged ops in each cell kind
+    a[1, :, 4:, 1] = ops[::-1]
+    return a
+
+
+def test_select_dispatched_proxies_equal_the_plain_network():
+    """The architecture-as-data network (every op computed, sep / dil conv sizes merged into one 5x5 op) gives
+    the plain network's proxy values: dead ops count as absent, a merged op as the variant it runs."""
+    _proxies_traced_vs_concrete("nds", TAP_PROXIES, _sep_dil_archs(True)[:1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["nb301", "nds"])
+def test_select_dispatched_proxies_equal_the_plain_network_all_proxies(variant):
+    _proxies_traced_vs_concrete(variant, TAP_PROXIES + OTHER_PROXIES, _sep_dil_archs(variant == "nds"))

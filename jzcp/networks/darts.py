@@ -25,7 +25,9 @@ Two variants (:attr:`DartsConfig.variant`), each the network its reference data 
 
 Architecture as data: ``arch`` is the ``(2, 8, 2)`` int32 array of :mod:`jzcp.spaces.darts` ([normal /
 reduce][edge][input state, op]). Every edge holds the parameters of every op; each op runs and
-``jnp.select`` keeps the chosen one (no ``lax.cond`` around convolutions). An edge's input is gathered by
+``jnp.select`` keeps the chosen one (no ``lax.cond`` around convolutions), except that the 3x3 and 5x5 variants
+of the sep conv (and of the dil conv) run as one 5x5 op whose kernels are the chosen variant's, the 3x3 ones
+zero-padded (same outputs, half the sep / dil convolutions and their activations). An edge's input is gathered by
 index from the stacked states. In a reduction cell an edge reading a node runs at stride 1 and one reading
 state 0 / 1 at stride 2 on a 2x larger input, so edges 2..7 there run both (same weights) and keep one with a
 ``where`` on the input index. With a *concrete* architecture (NumPy / Python ints) only the chosen ops run:
@@ -188,16 +190,21 @@ class BranchConv(nn.Module):
     weight_init: str = "pytorch"
 
     @nn.compact
-    def __call__(self, xs: Sequence[jax.Array], strides: Sequence[int], lives, feature_weight=1.0):
+    def __call__(self, xs: Sequence[jax.Array], strides: Sequence[int], lives, feature_weight=1.0, *,
+                 weight=None, size=None):
+        """``weight``: a kernel to use instead of declaring one (a merged op, :class:`Edge`), zero-padded to
+        ``self.kernel``; ``size``: its real (possibly traced) kernel size, for fan-in and FLOPs."""
         cin = xs[0].shape[-1]
         groups = cin if self.depthwise else 1
         k = self.kernel
-        kernel = self.param("kernel", init_scheme(self.weight_init).conv, (k, k, cin // groups, self.features))
-        ys = [conv_general(x, kernel, s, self.dilation, groups) for x, s in zip(xs, strides)]
+        if weight is None:
+            weight = self.param("kernel", init_scheme(self.weight_init).conv, (k, k, cin // groups, self.features))
+        ys = [conv_general(x, weight, s, self.dilation, groups) for x, s in zip(xs, strides)]
         p = layers.channel_perturbation(self, ys[0])
         ys = [layers.apply_channel_perturbation(y, p) for y in ys]
-        fan_in = k * k * (cin // groups)
-        flops = sum(_f32(live) * float(fan_in * _numel(y)) for y, live in zip(ys, lives))
+        size = k if size is None else size
+        fan_in = size * size * (cin // groups)
+        flops = sum(_f32(live) * _f32(fan_in) * float(_numel(y)) for y, live in zip(ys, lives))
         layers.tap(self, layers.CONV_OUTPUT, layers.ConvTap(_f32(fan_in), _any(lives)), layers.FlopsTap(flops),
                    *[layers.FeatureTap(y, _f32(live) * feature_weight) for y, live in zip(ys, lives)])
         return ys
@@ -214,9 +221,12 @@ class BranchBN(nn.Module):
     batch_stats: bool = True
 
     @nn.compact
-    def __call__(self, xs: Sequence[jax.Array], lives, feature_weight=1.0):
+    def __call__(self, xs: Sequence[jax.Array], lives, feature_weight=1.0, *, affine_params=None):
+        """``affine_params``: ``(scale, bias)`` to use instead of declaring them (a merged op)."""
         c = xs[0].shape[-1]
-        if self.affine:
+        if self.affine and affine_params is not None:
+            scale, bias = affine_params
+        elif self.affine:
             scale = self.param("scale", nn.initializers.ones, (c,))
             bias = self.param("bias", nn.initializers.zeros, (c,))
         else:
@@ -237,6 +247,69 @@ def _relus(mdl, xs, lives, name):
     return [layers.relu(mdl, x, live, name=name) for x, live in zip(xs, lives)]
 
 
+class _Given:
+    """Read access to an optional given parameter tree (``None``: every layer declares its own)."""
+
+    def __init__(self, tree):
+        self.tree = tree
+
+    def kernel(self, layer):
+        return None if self.tree is None else self.tree[layer]["kernel"]
+
+    def affine(self, layer):
+        if self.tree is None or layer not in self.tree:
+            return None
+        return self.tree[layer]["scale"], self.tree[layer]["bias"]
+
+
+def op_layout(op: int, channels: int, affine: bool) -> tuple:
+    """The parameter tree of a sep / dil conv op on ``channels`` channels, as its module declares it:
+    ``((layer, ((name, shape), ...)), ...)``; non-affine BNs have no parameters."""
+    k = _KERNEL[op]
+    bn = (("scale", (channels,)), ("bias", (channels,)))
+    dw, pw = (("kernel", (k, k, 1, channels)),), (("kernel", (1, 1, channels, channels)),)
+    if op in (SEP3, SEP5):
+        layout = (("dw1", dw), ("pw1", pw), ("bn1", bn), ("dw2", dw), ("pw2", pw), ("bn2", bn))
+    else:
+        layout = (("dw", dw), ("pw", pw), ("bn", bn))
+    return tuple((layer, params) for layer, params in layout if affine or not layer.startswith("bn"))
+
+
+class _Declare(nn.Module):
+    """Declares an op's parameters (:func:`op_layout`) without computing anything; returns them as a tree."""
+
+    layout: tuple
+    weight_init: str
+
+    @nn.compact
+    def __call__(self):
+        return {layer: _DeclareLayer(params, self.weight_init, name=layer)() for layer, params in self.layout}
+
+
+class _DeclareLayer(nn.Module):
+    params: tuple
+    weight_init: str
+
+    @nn.compact
+    def __call__(self):
+        inits = {"kernel": init_scheme(self.weight_init).conv, "scale": nn.initializers.ones,
+                 "bias": nn.initializers.zeros}
+        return {name: self.param(name, inits[name], shape) for name, shape in self.params}
+
+
+def _merge(small, large, use_small):
+    """One parameter tree of the larger op: the smaller op's kernels centred in zeros (a k x k kernel inside a
+    K x K one with padding (K - 1) / 2 computes the same convolution), picked where ``use_small``."""
+
+    def pick(a, b):
+        if a.shape != b.shape:
+            p = (b.shape[0] - a.shape[0]) // 2
+            a = jnp.pad(a, ((p, p), (p, p), (0, 0), (0, 0)))
+        return jnp.where(use_small, a, b)
+
+    return jax.tree.map(pick, small, large)
+
+
 class SepConv(nn.Module):
     """DARTS ``SepConv``: (ReLU, depthwise k x k [stride], pointwise, BN, ReLU, depthwise k x k, pointwise, BN)."""
 
@@ -245,18 +318,22 @@ class SepConv(nn.Module):
     cfg: DartsConfig
 
     @nn.compact
-    def __call__(self, xs, strides, lives):
+    def __call__(self, xs, strides, lives, weights=None, size=None):
+        """``weights``: the op's parameters (:func:`op_layout` tree) to use instead of declaring them, depthwise
+        kernels zero-padded to ``self.kernel`` (a merged op, :class:`Edge`); ``size``: their real kernel size."""
         c, k, cfg = self.channels, self.kernel, self.cfg
+        w = _Given(weights)
         bn = functools.partial(BranchBN, cfg.affine_cell_bn, cfg.batch_norm, cfg.bn_batch_stats)
         xs = _relus(self, xs, lives, "relu1")
-        xs = BranchConv(c, k, 1, True, cfg.init, name="dw1")(xs, strides, lives)
-        xs = BranchConv(c, 1, weight_init=cfg.init, name="pw1")(xs, [1] * len(xs), lives)
-        xs = bn(name="bn1")(xs, lives)
+        xs = BranchConv(c, k, 1, True, cfg.init, name="dw1")(xs, strides, lives, weight=w.kernel("dw1"), size=size)
+        xs = BranchConv(c, 1, weight_init=cfg.init, name="pw1")(xs, [1] * len(xs), lives, weight=w.kernel("pw1"))
+        xs = bn(name="bn1")(xs, lives, affine_params=w.affine("bn1"))
         xs = _relus(self, xs, lives, "relu2")
-        xs = BranchConv(c, k, 1, True, cfg.init, name="dw2")(xs, [1] * len(xs), lives)
-        xs = BranchConv(c, 1, weight_init=cfg.init, name="pw2")(xs, [1] * len(xs), lives)
+        xs = BranchConv(c, k, 1, True, cfg.init, name="dw2")(xs, [1] * len(xs), lives, weight=w.kernel("dw2"),
+                                                             size=size)
+        xs = BranchConv(c, 1, weight_init=cfg.init, name="pw2")(xs, [1] * len(xs), lives, weight=w.kernel("pw2"))
         # Output emitted by BatchNorm2d, the op's Sequential and the op module: MeCo weight 3.
-        return bn(name="bn2")(xs, lives, feature_weight=3.0)
+        return bn(name="bn2")(xs, lives, feature_weight=3.0, affine_params=w.affine("bn2"))
 
 
 class DilConv(nn.Module):
@@ -267,12 +344,15 @@ class DilConv(nn.Module):
     cfg: DartsConfig
 
     @nn.compact
-    def __call__(self, xs, strides, lives):
+    def __call__(self, xs, strides, lives, weights=None, size=None):
+        """``weights`` / ``size``: as for :class:`SepConv`."""
         c, k, cfg = self.channels, self.kernel, self.cfg
+        w = _Given(weights)
         xs = _relus(self, xs, lives, "relu")
-        xs = BranchConv(c, k, 2, True, cfg.init, name="dw")(xs, strides, lives)
-        xs = BranchConv(c, 1, weight_init=cfg.init, name="pw")(xs, [1] * len(xs), lives)
-        return BranchBN(cfg.affine_cell_bn, cfg.batch_norm, cfg.bn_batch_stats, name="bn")(xs, lives, feature_weight=3.0)
+        xs = BranchConv(c, k, 2, True, cfg.init, name="dw")(xs, strides, lives, weight=w.kernel("dw"), size=size)
+        xs = BranchConv(c, 1, weight_init=cfg.init, name="pw")(xs, [1] * len(xs), lives, weight=w.kernel("pw"))
+        return BranchBN(cfg.affine_cell_bn, cfg.batch_norm, cfg.bn_batch_stats, name="bn")(
+            xs, lives, feature_weight=3.0, affine_params=w.affine("bn"))
 
 
 class FactorizedReduce(nn.Module):
@@ -323,8 +403,9 @@ class Pool(nn.Module):
 class Edge(nn.Module):
     """One cell edge: all ops on the given branches; returns per branch the output of op ``op``.
 
-    ``branches``: list of ``(x, stride, live)``. ``op``: traced int scalar (every op runs, ``jnp.select``
-    keeps one; an out-of-range id gives zeros) or a Python int (only that op runs).
+    ``branches``: list of ``(x, stride, live)``. ``op``: traced int scalar (every op runs -- the two sizes of a
+    sep / dil conv as one merged op --, ``jnp.select`` keeps one; an out-of-range id gives zeros) or a Python
+    int (only that op runs).
     """
 
     channels: int
@@ -340,9 +421,15 @@ class Edge(nn.Module):
         concrete = not isinstance(op, jax.core.Tracer)
         ops = range(cfg.num_ops) if not concrete else [int(op)]
         outs = {}
-        for k in ops:
-            lives = [jnp.asarray(op == k) & jnp.asarray(lv) for lv in blive] if not concrete else blive
-            outs[k] = self._op(k, xs, strides, lives)
+        if concrete:
+            outs[int(op)] = self._op(int(op), xs, strides, blive)
+        for k in ops if not concrete else ():
+            if k in (SEP5, DIL5):  # computed with its 3x3 twin
+                continue
+            if k in (SEP3, DIL3):
+                outs[k] = outs[k + 1] = self._merged_op(k, k + 1, op, xs, strides, blive)
+            else:
+                outs[k] = self._op(k, xs, strides, [jnp.asarray(op == k) & jnp.asarray(lv) for lv in blive])
         ys = []
         for i, (x, s) in enumerate(zip(xs, strides)):
             if concrete:
@@ -353,6 +440,20 @@ class Edge(nn.Module):
                 y = jnp.asarray(y)
             ys.append(y)
         return ys
+
+    def _merged_op(self, small, large, op, xs, strides, blive):
+        """The 3x3 and 5x5 variants of a sep / dil conv as one op of the larger size whose weights are the
+        chosen variant's (:func:`_merge`): the parameters stay where each variant declares them, the
+        computation, taps and perturbations are the merged op's (``sep_conv`` / ``dil_conv``), live when the
+        edge selects either. Half the convolutions and activations of running both."""
+        c, cfg = self.channels, self.cfg
+        use_small = op == small
+        lives = [(use_small | (op == large)) & jnp.asarray(lv) for lv in blive]
+        small_w, large_w = (_Declare(op_layout(k, c, cfg.affine_cell_bn), cfg.init, name=OP_MODULES[k])()
+                            for k in (small, large))
+        size = jnp.where(use_small, _KERNEL[small], _KERNEL[large])
+        cls, name = (SepConv, "sep_conv") if small == SEP3 else (DilConv, "dil_conv")
+        return cls(c, _KERNEL[large], cfg, name=name)(xs, strides, lives, _merge(small_w, large_w, use_small), size)
 
     def _op(self, k, xs, strides, lives):
         c, cfg = self.channels, self.cfg
