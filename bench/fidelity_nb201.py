@@ -140,7 +140,7 @@ def run(args) -> dict:
             for tg in tgts:
                 for p in names:
                     _row(rows, f"{label} Spearman vs {tg}", p, float(metrics.spearman(table[p], table[tg])), None,
-                         n=int(np.isfinite(table[p]).sum()))
+                         n=int(np.isfinite(table[p]).sum()), se=_se(metrics.spearman, table[p], table[tg]))
 
     return {"cells": len(chosen), "arch_seed": args.arch_seed, "report_only": args.report_only, "rows": rows,
             "timings_s": timings}
