@@ -56,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jzcp.networks import layers
-from jzcp.networks.layers import BatchNorm, Dense, ReLUConvBN, conv, init_scheme
+from jzcp.networks.layers import BatchNorm, Dense, Params, ReLUConvBN, conv, init_scheme
 from jzcp.spaces import darts as space
 
 VARIANTS = ("nb301", "nds")
@@ -264,10 +264,12 @@ class _Given:
 
 def op_layout(op: int, channels: int, affine: bool) -> tuple:
     """The parameter tree of a sep / dil conv op on ``channels`` channels, as its module declares it:
-    ``((layer, ((name, shape), ...)), ...)``; non-affine BNs have no parameters."""
+    ``((layer, ((name, shape, kind, fan_in), ...)), ...)`` (:class:`~jzcp.networks.layers.Params` entries);
+    non-affine BNs have no parameters."""
     k = _KERNEL[op]
-    bn = (("scale", (channels,)), ("bias", (channels,)))
-    dw, pw = (("kernel", (k, k, 1, channels)),), (("kernel", (1, 1, channels, channels)),)
+    bn = (("scale", (channels,), "bn_scale", 0), ("bias", (channels,), "bn_bias", 0))
+    dw = (("kernel", (k, k, 1, channels), "conv", k * k),)
+    pw = (("kernel", (1, 1, channels, channels), "conv", channels),)
     if op in (SEP3, SEP5):
         layout = (("dw1", dw), ("pw1", pw), ("bn1", bn), ("dw2", dw), ("pw2", pw), ("bn2", bn))
     else:
@@ -283,18 +285,7 @@ class _Declare(nn.Module):
 
     @nn.compact
     def __call__(self):
-        return {layer: _DeclareLayer(params, self.weight_init, name=layer)() for layer, params in self.layout}
-
-
-class _DeclareLayer(nn.Module):
-    params: tuple
-    weight_init: str
-
-    @nn.compact
-    def __call__(self):
-        inits = {"kernel": init_scheme(self.weight_init).conv, "scale": nn.initializers.ones,
-                 "bias": nn.initializers.zeros}
-        return {name: self.param(name, inits[name], shape) for name, shape in self.params}
+        return {layer: Params(params, self.weight_init, name=layer)() for layer, params in self.layout}
 
 
 def _merge(small, large, use_small):

@@ -128,6 +128,22 @@ def init_scheme(name: str) -> InitScheme:
         raise ValueError(f"unknown init scheme {name!r}; choose one of {sorted(INIT_SCHEMES)}") from None
 
 
+class Params(nn.Module):
+    """Declares parameters without computing anything (a candidate op whose weights another module uses). ``shapes``: ``((name, shape, kind, fan_in),
+    ...)`` with kind ``conv`` (the scheme's conv initialiser), ``conv_bias`` (torch's ``U(+-1/sqrt(fan_in))``
+    / the scheme's bias rule), ``bn_scale`` (ones) or ``bn_bias`` (zeros)."""
+
+    shapes: tuple
+    weight_init: str
+
+    @nn.compact
+    def __call__(self):
+        scheme = init_scheme(self.weight_init)
+        inits = {"conv": lambda fan: scheme.conv, "conv_bias": scheme.dense_bias,
+                 "bn_scale": lambda fan: nn.initializers.ones, "bn_bias": lambda fan: nn.initializers.zeros}
+        return {name: self.param(name, inits[kind](fan), tuple(shape)) for name, shape, kind, fan in self.shapes}
+
+
 # --- tap records ---------------------------------------------------------------------------------------------
 
 

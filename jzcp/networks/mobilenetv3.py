@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jzcp.networks import layers
-from jzcp.networks.layers import BatchNorm, Dense, init_scheme
+from jzcp.networks.layers import BatchNorm, Dense, Params, init_scheme
 from jzcp.spaces import mobilenetv3 as space
 from jzcp.spaces.mobilenetv3 import Arch, make_divisible
 
@@ -115,22 +115,6 @@ def _conv_out(mdl, y, fan_in, live, bias=False):
     y = layers.apply_channel_perturbation(y, layers.channel_perturbation(mdl, y))
     layers.conv_taps(mdl, y, fan_in, live, bias=bias)
     return y
-
-
-class Params(nn.Module):
-    """Declares the parameters of one candidate (no computation). ``shapes``: ``((name, shape, kind, fan_in),
-    ...)`` with kind ``conv`` (the scheme's conv initialiser), ``conv_bias`` (torch's ``U(+-1/sqrt(fan_in))``
-    / the scheme's bias rule), ``bn_scale`` (ones) or ``bn_bias`` (zeros)."""
-
-    shapes: tuple
-    weight_init: str
-
-    @nn.compact
-    def __call__(self):
-        scheme = init_scheme(self.weight_init)
-        inits = {"conv": lambda fan: scheme.conv, "conv_bias": scheme.dense_bias,
-                 "bn_scale": lambda fan: nn.initializers.ones, "bn_bias": lambda fan: nn.initializers.zeros}
-        return {name: self.param(name, inits[kind](fan), tuple(shape)) for name, shape, kind, fan in self.shapes}
 
 
 def _mbconv_shapes(c_in: int, c_out: int, e: int, se: bool):
