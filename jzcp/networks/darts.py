@@ -414,13 +414,12 @@ class Edge(nn.Module):
         outs = {}
         if concrete:
             outs[int(op)] = self._op(int(op), xs, strides, blive)
-        for k in ops if not concrete else ():
-            if k in (SEP5, DIL5):  # computed with its 3x3 twin
-                continue
-            if k in (SEP3, DIL3):
-                outs[k] = outs[k + 1] = self._merged_op(k, k + 1, op, xs, strides, blive)
-            else:
-                outs[k] = self._op(k, xs, strides, [jnp.asarray(op == k) & jnp.asarray(lv) for lv in blive])
+        else:
+            for k in ops:
+                if k in (SEP3, DIL3):  # with its 5x5 twin, as one op
+                    outs[k] = outs[k + 1] = self._merged_op(k, k + 1, op, xs, strides, blive)
+                elif k not in (SEP5, DIL5):
+                    outs[k] = self._op(k, xs, strides, [jnp.asarray(op == k) & jnp.asarray(lv) for lv in blive])
         ys = []
         for i, (x, s) in enumerate(zip(xs, strides)):
             if concrete:
