@@ -248,7 +248,15 @@ def test_features_and_dict_round_trip():
 
 
 def test_bucket_sizes():
-    assert [G.bucket_size(n) for n in (1, 16, 17, 1000, 1024, 1025)] == [16, 16, 32, 1024, 1024, 2048]
+    # quarter-octave steps by default: at most 25 % padding
+    assert [G.bucket_size(n) for n in (1, 16, 17, 21, 1000, 1024, 1025, 1281, 9056)] == \
+        [16, 16, 20, 24, 1024, 1024, 1280, 1536, 10240]
+    sizes = [G.bucket_size(n) for n in range(16, 5000)]
+    assert all(s >= n and s <= 1.25 * n for n, s in zip(range(16, 5000), sizes))
+    assert len(set(s for s in sizes if 1024 <= s < 2048)) == 4  # a few buckets per octave, not one per size
+    assert [G.bucket_size(n, steps_per_octave=1) for n in (1, 16, 17, 1000, 1024, 1025)] == [16, 16, 32, 1024, 1024, 2048]
+    with pytest.raises(ValueError, match="power of two"):
+        G.bucket_size(100, steps_per_octave=3)
     assert G.bucket_size(70, [64, 96, 128]) == 96
     with pytest.raises(ValueError, match="exceeds"):
         G.bucket_size(200, [64, 128])
