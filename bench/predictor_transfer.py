@@ -71,7 +71,8 @@ def parse_pairs(spec: str | None, labelled: list[str]) -> list[tuple[list[str], 
 
 
 def reference_baselines(fam, data_dir=None) -> dict[str, np.ndarray]:
-    """NAS-Bench-Suite-Zero synflow / jacov / nwot values of the family's items (NaN where missing)."""
+    """NAS-Bench-Suite-Zero synflow / jacov values of the family's items (NaN where missing; nwot is left out:
+    NASLib's NB101 file has none, and the comparison uses the cells where every baseline exists)."""
     from jzcp import data
 
     n = len(fam)
@@ -79,15 +80,15 @@ def reference_baselines(fam, data_dir=None) -> dict[str, np.ndarray]:
     if fam.name in ("nb101", "nb301"):
         zc = data.load_naslib_zc(fam.name, "cifar10", data_dir=data_dir)
         if len(zc) == n:  # the family is the whole subset, in order
-            for p in ("synflow", "jacov", "nwot"):
-                out[p] = np.asarray(zc.proxy(p), np.float64)
+            for p in ("synflow", "jacov"):
+                out[p] = np.array(zc.proxy(p), np.float64)  # a copy: the loaded arrays are read-only
     elif fam.name == "nb201":
         ref = data.load_nb201_proxies("c10", "nbsz", data_dir=data_dir)
         items = fam.meta.get("items")
         idx = np.arange(len(ref)) if items in (None, "all") else np.asarray(items)
         gt = data.load_nb201(data_dir)
         if np.array_equal(np.asarray(ref.op_idx)[idx], np.asarray(gt.op_idx)[idx]):
-            for p in ("synflow", "jacov", "nwot"):
+            for p in ("synflow", "jacov"):
                 v = np.asarray(ref.proxy(p), np.float64)[idx].copy()
                 v[~np.asarray(ref.mask)[idx]] = np.nan
                 out[p] = v
