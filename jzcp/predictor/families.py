@@ -17,8 +17,8 @@ family      architectures                                                targets
 A family *spec* is ``name`` or ``name:N`` (at most ``N`` architectures: a seeded random subset of a labelled
 family, ``N`` samples of an unlabeled one; ``name:all`` for every labelled architecture); several are joined
 with commas, e.g. ``"nb101,nb201:2000,macro:500"``. Defaults: all of NB101 / NB301, 2,000 NB201 cells, 500
-samples of Macro, 300 of MobileNetV3 (tracing takes ~0.4 s per NB201 / Macro graph, ~1.5 s per MobileNetV3
-graph on one CPU core).
+samples of Macro, 300 of MobileNetV3 (tracing on one core of a busy 2-core CPU: ~0.1-0.2 s per NB201 / Macro
+graph, ~0.4 s per MobileNetV3 graph; all 15,625 NB201 cells are 9,445 traces, 29 min).
 
 The graph functions are module-level so that ``workers > 1`` (spawned processes) can pickle them.
 """
