@@ -248,13 +248,15 @@ def test_features_and_dict_round_trip():
 
 
 def test_bucket_sizes():
-    # quarter-octave steps by default: at most 25 % padding
-    assert [G.bucket_size(n) for n in (1, 16, 17, 21, 1000, 1024, 1025, 1281, 9056)] == \
-        [16, 16, 20, 24, 1024, 1024, 1280, 1536, 10240]
-    sizes = [G.bucket_size(n) for n in range(16, 5000)]
-    assert all(s >= n and s <= 1.25 * n for n, s in zip(range(16, 5000), sizes))
-    assert len(set(s for s in sizes if 1024 <= s < 2048)) == 4  # a few buckets per octave, not one per size
-    assert [G.bucket_size(n, steps_per_octave=1) for n in (1, 16, 17, 1000, 1024, 1025)] == [16, 16, 32, 1024, 1024, 2048]
+    # powers of two while small (compile-bound), quarter octaves once large (compute-bound): <= 25 % padding there
+    assert [G.bucket_size(n) for n in (1, 16, 17, 1000, 1024, 1025, 1537, 2049, 2561, 9056)] == \
+        [16, 16, 32, 1024, 1024, 1536, 2048, 2560, 3072, 10240]
+    sizes = [G.bucket_size(n) for n in range(2049, 20000)]
+    assert all(n <= s <= 1.25 * n for n, s in zip(range(2049, 20000), sizes))
+    assert len(set(s for s in sizes if 4096 <= s < 8192)) == 4  # a few buckets per octave, not one per size
+    assert [G.bucket_size(n, granule=4) for n in (17, 21)] == [20, 24]
+    assert [G.bucket_size(n, steps_per_octave=1) for n in (1, 16, 17, 1000, 1024, 1025, 3000)] == \
+        [16, 16, 32, 1024, 1024, 2048, 4096]
     with pytest.raises(ValueError, match="power of two"):
         G.bucket_size(100, steps_per_octave=3)
     assert G.bucket_size(70, [64, 96, 128]) == 96
