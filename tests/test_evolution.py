@@ -149,19 +149,28 @@ def test_fitness_helpers_match_scipy():
 
 
 def test_search_finds_the_known_signal(task):
+    """GP finds a D/N-pair formula that random programs miss. One seed's outcome depends on the random stream (it
+    changed between environments: seed 0 found it by generation 20 in one, by 30 in another), so the claim is
+    statistical: most of 4 seeds of 40 generations reach |tau| 0.75; random initial populations stay below."""
     stats, q, fitness, screen = task
     known = float(fitness(pg.parse_many(["mean(mul(act_D, act_N))"] * CFG.num_offspring))[0])
     assert known > 0.85  # the formula that reads the latent quality
-    state, hist = ev.run(jax.random.key(0), CFG, fitness, screen_fn=screen)
-    best = [h["best"] for h in hist]
-    print("\nbest |tau| per generation:", " ".join(f"{b:.2f}" for b in best))
-    assert len(hist) == CFG.generations and int(state.generation) == CFG.generations
-    assert float(state.hof_fitness[0]) >= 0.75 > best[0]
-    progs, fits = ev.select_final(state)
-    assert 1 <= len(fits) <= 3 and fits.max() == pytest.approx(float(state.hof_fitness[0]))
-    winner = pg.to_formula(progs[int(np.argmax(fits))])
-    assert any(f"{k}_D" in winner and f"{k}_N" in winner for k in
-               ("inpact", "inpactgrad", "preact", "preactgrad", "act", "actgrad")), winner
+    cfg = dataclasses.replace(CFG, generations=40)
+    found = 0
+    for seed in range(4):
+        state, hist = ev.run(jax.random.key(seed), cfg, fitness, screen_fn=screen)
+        best = [h["best"] for h in hist]
+        print(f"\nseed {seed}: best |tau| per generation:", " ".join(f"{b:.2f}" for b in best))
+        assert len(hist) == cfg.generations and int(state.generation) == cfg.generations
+        assert best[0] < 0.75  # the initial population does not already hold the answer
+        progs, fits = ev.select_final(state)
+        assert 1 <= len(fits) <= 3 and fits.max() == pytest.approx(float(state.hof_fitness[0]))
+        if float(state.hof_fitness[0]) >= 0.75:
+            found += 1
+            winner = pg.to_formula(progs[int(np.argmax(fits))])
+            assert any(f"{k}_D" in winner and f"{k}_N" in winner for k in
+                       ("inpact", "inpactgrad", "preact", "preactgrad", "act", "actgrad")), winner
+    assert found >= 3, f"GP found the signal with only {found} of 4 seeds"
 
 
 def _same_state(a, b):
