@@ -14,6 +14,9 @@ from jzcp import evolution as ev
 from jzcp import programs as pg
 
 
+KINDS = ("inpact", "inpactgrad", "preact", "preactgrad", "act", "actgrad")  # the activation statistics with D / N / P passes
+
+
 def synthetic_task(seed, n=20, nblocks=4, B=1, C=4, H=6):
     """Networks whose quality q is the correlation between each D-pass activation and its N-pass counterpart
     (marginals do not depend on q): single-terminal programs see nothing, mul/hamming/cosine of a D/N pair see q."""
@@ -24,7 +27,7 @@ def synthetic_task(seed, n=20, nblocks=4, B=1, C=4, H=6):
         g = {"wt": rng.normal(0, 0.5, (nblocks, C, C, 3, 3))}
         for x in "DNP":
             g[f"wtgrad_{x}"] = rng.normal(0, 0.01, (nblocks, C, C, 3, 3))
-        for kind in ("inpact", "inpactgrad", "preact", "preactgrad", "act", "actgrad"):
+        for kind in KINDS:
             d, e = rng.normal(0, 1, (2, nblocks, B, C, H, H))
             g[f"{kind}_D"] = d
             g[f"{kind}_N"] = q[i] * d + np.sqrt(1 - q[i] ** 2) * e
@@ -168,8 +171,7 @@ def test_search_finds_the_known_signal(task):
         if float(state.hof_fitness[0]) >= 0.75:
             found += 1
             winner = pg.to_formula(progs[int(np.argmax(fits))])
-            assert any(f"{k}_D" in winner and f"{k}_N" in winner for k in
-                       ("inpact", "inpactgrad", "preact", "preactgrad", "act", "actgrad")), winner
+            assert any(f"{k}_D" in winner and f"{k}_N" in winner for k in KINDS), winner
     assert found >= 3, f"GP found the signal with only {found} of 4 seeds"
 
 
