@@ -23,7 +23,8 @@ reproduces an uninterrupted one (``run`` derives the key of generation g as ``fo
 
 Fitness (:func:`task_fitness`, :func:`make_fitness_fn`): per task the absolute Kendall tau (or Spearman rho) between
 network scores and accuracies; a program invalid on any network, or with an undefined correlation, gets -1; tasks
-are combined by their minimum (EZNAS) or mean. The original maps a correlation of exactly -1 to -1 (its
+are combined by their minimum (EZNAS) or mean. Being sign-free, a fit program may rank networks in reverse; the
+fitness function's ``direction`` says which way (the sign of its task correlations). The original maps a correlation of exactly -1 to -1 (its
 invalid marker); here it counts as |tau| = 1.
 
 Randomness: every draw comes from explicit JAX keys (``ask``'s argument, ``State.key`` for the tournaments), so a
@@ -53,6 +54,7 @@ __all__ = [
     "run",
     "crossover",
     "mutate",
+    "task_correlation",
     "task_fitness",
     "combine_tasks",
     "make_fitness_fn",
@@ -411,15 +413,22 @@ def run(key, config: Config, fitness_fn: Callable[[Programs], jax.Array], *,
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def task_fitness(scores: jax.Array, valid: jax.Array, target: jax.Array, metric: str = "kendall") -> jax.Array:
-    """``(P,)`` |Kendall tau| (or |Spearman rho|) of each program's network scores ``(P, N)`` against ``target``
-    ``(N,)``; -1 if the program is invalid on any network or the correlation is undefined (constant scores)."""
+def task_correlation(scores: jax.Array, valid: jax.Array, target: jax.Array, metric: str = "kendall") -> jax.Array:
+    """``(P,)`` signed Kendall tau (or Spearman rho) of each program's network scores ``(P, N)`` against ``target``
+    ``(N,)``; NaN if the program is invalid on any network or the correlation is undefined (constant scores)."""
     if metric not in ("kendall", "spearman"):
         raise ValueError(f"metric must be 'kendall' or 'spearman', got {metric!r}")
     f = metrics.kendall_tau if metric == "kendall" else metrics.spearman
     corr = jax.vmap(lambda s: f(s, target))(jnp.where(valid, scores, 0.0))
     ok = jnp.all(valid, axis=1) & jnp.isfinite(corr)
-    return jnp.where(ok, jnp.abs(corr), -1.0)
+    return jnp.where(ok, corr, jnp.nan)
+
+
+def task_fitness(scores: jax.Array, valid: jax.Array, target: jax.Array, metric: str = "kendall") -> jax.Array:
+    """``(P,)`` |Kendall tau| (or |Spearman rho|) of each program's network scores ``(P, N)`` against ``target``
+    ``(N,)``; -1 if the program is invalid on any network or the correlation is undefined (constant scores)."""
+    corr = task_correlation(scores, valid, target, metric)
+    return jnp.where(jnp.isnan(corr), -1.0, jnp.abs(corr))
 
 
 def combine_tasks(per_task: jax.Array, reduce: str = "min") -> jax.Array:
@@ -438,6 +447,11 @@ def make_fitness_fn(stats: pg.Statistics, task_of_network: Sequence[int], target
 
     ``task_of_network[n]`` is the task of network n (0..T-1), ``targets[n]`` its accuracy. Returns a function
     ``programs (P, capacity) -> (P,)`` fitness, jitted once per population size.
+
+    The fitness is sign-free (|tau|, as EZNAS), so a fit program may rank networks in reverse. The returned
+    function's ``with_direction`` attribute, ``programs -> ((P,) fitness, (P,) direction)``, also gives each
+    program's direction: +1 / -1, the sign of its summed task correlations (with -1 the proxy to use is the negated
+    score), 0 if invalid. Both share one compiled call (no new compilation for the same population size).
     """
     tasks = np.asarray(task_of_network)
     targets = np.asarray(targets, np.float32)
@@ -449,12 +463,19 @@ def make_fitness_fn(stats: pg.Statistics, task_of_network: Sequence[int], target
         raise ValueError("every task needs at least 2 networks")
 
     @jax.jit
-    def fitness(programs: Programs, stats: pg.Statistics) -> jax.Array:
+    def fitness_and_direction(programs: Programs, stats: pg.Statistics) -> tuple[jax.Array, jax.Array]:
         ev = pg.evaluate(programs, stats, stack_depth=stack_depth, chunk_bytes=chunk_bytes)
-        per = [task_fitness(ev.scores[:, c], ev.valid[:, c], jnp.asarray(targets[c]), metric) for c in cols]
-        return combine_tasks(jnp.stack(per, axis=1), reduce)
+        corr = jnp.stack([task_correlation(ev.scores[:, c], ev.valid[:, c], jnp.asarray(targets[c]), metric)
+                          for c in cols], axis=1)  # (P, T) signed, NaN = invalid
+        fit = combine_tasks(jnp.where(jnp.isnan(corr), -1.0, jnp.abs(corr)), reduce)
+        direction = jnp.where(fit > -1, jnp.where(jnp.sum(corr, axis=1) < 0, -1, 1), 0)
+        return fit, direction
 
-    return lambda programs: fitness(programs, stats)
+    def fitness(programs: Programs) -> jax.Array:
+        return fitness_and_direction(programs, stats)[0]
+
+    fitness.with_direction = lambda programs: fitness_and_direction(programs, stats)
+    return fitness
 
 
 def make_screen_fn(stats: pg.Statistics, *, require_finite: bool = True,

@@ -21,7 +21,9 @@ Pipeline (every step reusable from Python):
    architectures and targets), ``state.npz`` (checkpoint, written atomically after every generation),
    ``history.json`` (one record per generation: best / median fitness, hall-of-fame best and its formula, seconds),
    ``hall_of_fame.json`` (formulas + fitness, the final picks of the original: fittest final parent + two fittest
-   ever, and with ``--holdout N`` their Spearman / Kendall on N held-out architectures next to EZNAS-A's) and
+   ever, each with its *direction* -- the fitness is sign-free, so -1 says the proxy is the negated score, decided
+   on the fitness tasks -- and with ``--holdout N`` their Spearman / Kendall on N held-out architectures next to
+   EZNAS-A's, raw and oriented by the direction) and
    ``fitness.png`` (fitness by generation).
 
 Resume: ``--resume`` continues from ``DIR/state.npz`` (``kill -9`` at any moment loses at most the generation in
@@ -463,10 +465,17 @@ def run_evolve_command(args) -> int:
     hof = [{"formula": pg.to_formula(state.hof[i]), "fitness": float(state.hof_fitness[i]),
             "nodes": int(state.hof.length[i])} for i in range(len(state.hof_fitness))
            if np.isfinite(float(state.hof_fitness[i]))]
+    # The fitness is sign-free: each pick's direction (sign of its fitness-task correlations, never the held-out
+    # ones) says whether its proxy is the score or its negation. One call at the population's compiled size.
+    probe = pick_formulas + [pg.EZNAS_A] * max(1, config.num_offspring - len(pick_formulas))
+    probe_fit, probe_dir = (np.asarray(a) for a in fitness.with_direction(pg.parse_many(probe, config.capacity)))
+    direction = dict(zip(probe, probe_dir.tolist()))
     report: dict[str, Any] = {
         "hall_of_fame": hof,
-        "final_picks": [{"formula": f, "fitness": float(v)} for f, v in zip(pick_formulas, pick_fit)],
-        "eznas_a_fitness": float(fitness(pg.parse_many([pg.EZNAS_A] * config.num_offspring))[0]),
+        "final_picks": [{"formula": f, "fitness": float(v), "direction": direction[f]}
+                        for f, v in zip(pick_formulas, pick_fit)],
+        "eznas_a_fitness": float(probe_fit[-1]),
+        "eznas_a_direction": direction[pg.EZNAS_A],
         "generations": int(state.generation),
         "programs_evaluated": int(state.num_evaluated),
         "seconds": {"statistics": t_stats, "search_this_session": t_search, **timing},
@@ -479,8 +488,11 @@ def run_evolve_command(args) -> int:
                            data_dir=data_dir)
         forms = list(dict.fromkeys(pick_formulas + [pg.EZNAS_A]))
         t2 = time.time()
-        report["holdout"] = {"space": spaces[0], "n": len(ho), "target": ho.target_name[0],
-                             "results": evaluate_holdout(forms, ho, proto, progress=progress, data_dir=data_dir),
+        results = evaluate_holdout(forms, ho, proto, progress=progress, data_dir=data_dir)
+        for f, r in results.items():  # the correlations of the proxy each pick stands for (score x direction)
+            r["direction"] = direction[f]
+            r["oriented_spearman"], r["oriented_kendall"] = r["spearman"] * direction[f], r["kendall"] * direction[f]
+        report["holdout"] = {"space": spaces[0], "n": len(ho), "target": ho.target_name[0], "results": results,
                              "seconds": time.time() - t2}
     _write_json(out / "hall_of_fame.json", report)
     if not args.no_plot and history:
@@ -491,7 +503,8 @@ def run_evolve_command(args) -> int:
     print(f"EZNAS-A fitness on the same tasks: {report['eznas_a_fitness']:.4f}")
     if "holdout" in report:
         for f, r in report["holdout"]["results"].items():
-            print(f"held-out ({r['n']} {report['holdout']['space']}): rho {r['spearman']:.4f} tau {r['kendall']:.4f}"
-                  f"  {f}")
+            sign = "" if r["direction"] > 0 else " (direction -1: the proxy is -score)"
+            print(f"held-out ({r['n']} {report['holdout']['space']}): rho {r['oriented_spearman']:.4f} "
+                  f"tau {r['oriented_kendall']:.4f}{sign}  {f}")
     print(f"wrote {out / 'hall_of_fame.json'}")
     return 0

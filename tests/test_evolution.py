@@ -131,6 +131,19 @@ def test_ask_respects_limits_and_tell_selects(task):
         ev.tell(state, cand, jnp.zeros(3))
 
 
+def test_fitness_direction_says_which_way_a_program_ranks(task):
+    stats, q, fitness, _ = task
+    progs = pg.parse_many(["mean(mul(act_D, act_N))", "mul(act_D, act_N)", "matmul(wt, act_D)"])
+    fit, direction = (np.asarray(a) for a in fitness.with_direction(progs))
+    assert fit[0] > 0.5 and direction[0] == 1  # mean of D x N estimates q: ranks as q does
+    assert direction[1] == 1 and fit[1] == pytest.approx(fit[0])  # the block mean is the same score
+    reverse = ev.make_fitness_fn(stats, np.zeros(len(q), int), -q)  # same networks, reversed target
+    rfit, rdirection = (np.asarray(a) for a in reverse.with_direction(progs))
+    assert rfit[:2] == pytest.approx(fit[:2]) and rdirection[:2].tolist() == [-1, -1]
+    np.testing.assert_array_equal(np.asarray(fitness(progs)), fit)
+    assert fit[2] == -1 and direction[2] == 0  # (3, 3) @ (6, 6) is shape-invalid: no direction
+
+
 def test_fitness_helpers_match_scipy():
     rng = np.random.default_rng(1)
     scores = rng.normal(size=(5, 12)).astype(np.float32)

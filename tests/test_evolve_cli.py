@@ -110,6 +110,9 @@ def test_evolve_command_outputs_and_resume(tmp_path, shared_data):
     for entry in hof["hall_of_fame"]:
         assert pg.to_formula(pg.parse(entry["formula"])) == entry["formula"] and -1 < entry["fitness"] <= 1
     assert hof["holdout"]["n"] == 12 and pg.EZNAS_A in hof["holdout"]["results"]
+    assert all(p["direction"] in (-1, 1) for p in hof["final_picks"]) and hof["eznas_a_direction"] in (-1, 1)
+    for r in hof["holdout"]["results"].values():  # held-out correlations of the proxy = score x direction
+        assert r["oriented_spearman"] == pytest.approx(r["spearman"] * r["direction"])
     history = json.loads((straight / "history.json").read_text())
     assert [h["generation"] for h in history] == [0, 1]
     assert (straight / "fitness.png").stat().st_size > 1000
