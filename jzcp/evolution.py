@@ -24,8 +24,8 @@ reproduces an uninterrupted one (``run`` derives the key of generation g as ``fo
 Fitness (:func:`task_fitness`, :func:`make_fitness_fn`): per task the absolute Kendall tau (or Spearman rho) between
 network scores and accuracies; a program invalid on any network, or with an undefined correlation, gets -1; tasks
 are combined by their minimum (EZNAS) or mean. Being sign-free, a fit program may rank networks in reverse; the
-fitness function's ``direction`` says which way (the sign of its task correlations). The original maps a correlation of exactly -1 to -1 (its
-invalid marker); here it counts as |tau| = 1.
+fitness function's ``with_direction`` says which way (the sign of its task correlations). The original maps a
+correlation of exactly -1 to -1 (its invalid marker); here it counts as |tau| = 1.
 
 Randomness: every draw comes from explicit JAX keys (``ask``'s argument, ``State.key`` for the tournaments), so a
 seed fixes the whole run. The random streams are not DEAP's (Python ``random``), only the distributions are.

@@ -499,7 +499,8 @@ def run_evolve_command(args) -> int:
         _plot(history, out / "fitness.png",
               f"{args.spaces}: pop {args.pop}, {args.tasks} tasks x {args.nets_per_task}, {args.metric}/{args.reduce}")
     best = report["final_picks"][int(np.argmax(pick_fit))]
-    print(f"best fitness {best['fitness']:.4f}: {best['formula']}")
+    reverse = " (direction -1: the proxy is -score)" if best["direction"] < 0 else ""
+    print(f"best fitness {best['fitness']:.4f}{reverse}: {best['formula']}")
     print(f"EZNAS-A fitness on the same tasks: {report['eznas_a_fitness']:.4f}")
     if "holdout" in report:
         for f, r in report["holdout"]["results"].items():
