@@ -424,11 +424,15 @@ def task_correlation(scores: jax.Array, valid: jax.Array, target: jax.Array, met
     return jnp.where(ok, corr, jnp.nan)
 
 
+def _sign_free(corr: jax.Array) -> jax.Array:
+    """Signed correlations (NaN = invalid) -> fitness: |corr|, -1 where invalid."""
+    return jnp.where(jnp.isnan(corr), -1.0, jnp.abs(corr))
+
+
 def task_fitness(scores: jax.Array, valid: jax.Array, target: jax.Array, metric: str = "kendall") -> jax.Array:
     """``(P,)`` |Kendall tau| (or |Spearman rho|) of each program's network scores ``(P, N)`` against ``target``
     ``(N,)``; -1 if the program is invalid on any network or the correlation is undefined (constant scores)."""
-    corr = task_correlation(scores, valid, target, metric)
-    return jnp.where(jnp.isnan(corr), -1.0, jnp.abs(corr))
+    return _sign_free(task_correlation(scores, valid, target, metric))
 
 
 def combine_tasks(per_task: jax.Array, reduce: str = "min") -> jax.Array:
@@ -467,7 +471,7 @@ def make_fitness_fn(stats: pg.Statistics, task_of_network: Sequence[int], target
         ev = pg.evaluate(programs, stats, stack_depth=stack_depth, chunk_bytes=chunk_bytes)
         corr = jnp.stack([task_correlation(ev.scores[:, c], ev.valid[:, c], jnp.asarray(targets[c]), metric)
                           for c in cols], axis=1)  # (P, T) signed, NaN = invalid
-        fit = combine_tasks(jnp.where(jnp.isnan(corr), -1.0, jnp.abs(corr)), reduce)
+        fit = combine_tasks(_sign_free(corr), reduce)
         direction = jnp.where(fit > -1, jnp.where(jnp.sum(corr, axis=1) < 0, -1, 1), 0)
         return fit, direction
 

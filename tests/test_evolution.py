@@ -14,7 +14,8 @@ from jzcp import evolution as ev
 from jzcp import programs as pg
 
 
-KINDS = ("inpact", "inpactgrad", "preact", "preactgrad", "act", "actgrad")  # the activation statistics with D / N / P passes
+# the activation statistics with D / N / P passes
+KINDS = ("inpact", "inpactgrad", "preact", "preactgrad", "act", "actgrad")
 
 
 def synthetic_task(seed, n=20, nblocks=4, B=1, C=4, H=6):
