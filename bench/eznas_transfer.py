@@ -16,6 +16,9 @@ built for 120 classes at 16 px, not its score on real ImageNet16 images.
 ``--spaces nb101,nb301`` adds those spaces on CIFAR-10 (``val_accuracy``; every architecture of NAS-Bench-Suite-
 Zero's 500 / 1,218: the programs never saw these spaces).
 
+Resumable: per-network scores go to ``<out>.scores/<space>-<dataset>.json`` (written atomically every minute);
+rerunning the same command skips the networks scored there (``seconds`` then counts only the rerun).
+
 Baseline: the NAS-Bench-Suite-Zero proxy with the highest Spearman on the architectures it covers (NB201: the final
 NBSZ values for CIFAR-10 and ImageNet16-120, the preliminary 725-cell run for CIFAR-100; NB101 / NB301: the values
 of the NASLib files), with the number of architectures.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -69,7 +73,8 @@ def run(args) -> dict:
                               data_dir=args.data_dir, whole_space=other)
         proto = StatsProtocol(dataset=dataset, batch_size=args.batch_size)
         t = time.time()
-        res = evaluate_holdout(formulas, tasks, proto, progress=True, data_dir=args.data_dir)
+        checkpoint = Path(args.out).with_suffix(".scores") / f"{space}-{dataset}.json"
+        res = evaluate_holdout(formulas, tasks, proto, progress=True, data_dir=args.data_dir, checkpoint=checkpoint)
         out["datasets"][f"{space}/{dataset}" if other else dataset] = {
             "space": space, "target": tasks.target_name[0], "seconds": time.time() - t, "programs": res,
             "stand_in": dataset == "imagenet16-120",

@@ -242,13 +242,19 @@ def screen_networks(stats_list: Sequence, k: int = 2) -> list[int]:
 
 
 def evaluate_holdout(formulas: Sequence[str], tasks: Tasks, proto: StatsProtocol, *, progress: bool = False,
-                     data_dir=None) -> dict[str, dict]:
+                     data_dir=None, checkpoint: str | os.PathLike | None = None,
+                     checkpoint_seconds: float = 60.0) -> dict[str, dict]:
     """Spearman / Kendall of each formula's scores against the targets of ``tasks`` (e.g. :func:`holdout_tasks`).
 
     Each network's statistics are computed and scored by the programs in one jitted call
     (:func:`jzcp.statistics.make_program_scorer`: every candidate block, dead ones masked, so one compilation
-    serves every architecture); nothing is cached. A program invalid on a network gets NaN there (omitted by the
-    correlations; ``invalid`` counts them).
+    serves every architecture); statistics are not cached. A program invalid on a network gets NaN there (omitted
+    by the correlations; ``invalid`` counts them).
+
+    ``checkpoint``: a JSON file of the per-network scores so far, written atomically at most every
+    ``checkpoint_seconds`` and at the end; a rerun with the same file skips the networks it holds (hours-long
+    NB301 runs survive a kill, losing at most ``checkpoint_seconds`` of work). The file records the formulas and
+    the protocol; a file written for others is refused, not mixed in.
     """
     import jax.numpy as jnp
 
@@ -261,8 +267,29 @@ def evaluate_holdout(formulas: Sequence[str], tasks: Tasks, proto: StatsProtocol
         return {}
     progs = pg.parse_many(list(formulas))
     scores = np.full((len(formulas), len(tasks)), np.nan)
+    names = [f"{s}:{int(i)}" for s, i in zip(tasks.space, tasks.index)]
+    done = _load_scores(checkpoint, formulas, proto) if checkpoint else {}
+    for j, name in enumerate(names):
+        if name in done:
+            scores[:, j] = done[name]
+    saved = time.monotonic()
+
+    def save(force: bool = False) -> None:
+        nonlocal saved
+        if checkpoint and (force or time.monotonic() - saved >= checkpoint_seconds):
+            path = Path(checkpoint)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            rows = {**done, **{names[j]: scores[:, j] for j in scored}}  # keeps rows of networks not asked now
+            _write_json(path, {"formulas": list(formulas), "protocol": dataclasses.asdict(proto),
+                               "scores": {n: [None if np.isnan(v) else float(v) for v in row]
+                                          for n, row in rows.items()}})
+            saved = time.monotonic()
+
+    scored = {j for j, n in enumerate(names) if n in done}
     for space in dict.fromkeys(tasks.space):
-        idx = [i for i, s in enumerate(tasks.space) if s == space]
+        idx = [i for i, s in enumerate(tasks.space) if s == space and i not in scored]
+        if not idx:
+            continue
         spec, config, batch = _family(space, proto, data_dir)
         scorer = st.make_program_scorer(spec, config)
         key = st.noise_key(config.seed)
@@ -276,10 +303,13 @@ def evaluate_holdout(formulas: Sequence[str], tasks: Tasks, proto: StatsProtocol
             arch = np.asarray(tasks.archs[i])
             r = scorer(fresh_params(spec, config, arch), x, jnp.asarray(arch, spec.arch_dtype), key, progs)
             scores[:, i] = np.where(np.asarray(r.valid)[:, 0], np.asarray(r.scores)[:, 0], np.nan)
+            scored.add(i)
+            save()
             if bar is not None:
                 bar.update(1)
         if bar is not None:
             bar.close()
+    save(force=True)
     out = {}
     for f, row in zip(formulas, scores):
         ok = np.isfinite(row)
@@ -334,6 +364,27 @@ def _cache_root(arg: str | None) -> Path:
         return Path(arg)
     base = os.environ.get("JZCP_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "jzcp")
     return Path(base)
+
+
+def _load_scores(path, formulas: Sequence[str], proto: StatsProtocol) -> dict[str, list]:
+    """The per-network scores of an :func:`evaluate_holdout` checkpoint (``{}`` if there is none yet)."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        saved = json.loads(path.read_text())
+        formulas_ok = saved["formulas"] == list(formulas)
+        proto_ok = saved["protocol"] == dataclasses.asdict(proto)
+        scores = {str(k): [np.nan if v is None else float(v) for v in row] for k, row in saved["scores"].items()}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"held-out score checkpoint {path} is unreadable ({e}); remove it to start over") from e
+    if not (formulas_ok and proto_ok):
+        raise ValueError(f"held-out score checkpoint {path} was written for other "
+                         f"{'formulas' if not formulas_ok else 'statistics protocol'}; "
+                         f"remove it or choose another file")
+    if any(len(row) != len(formulas) for row in scores.values()):
+        raise ValueError(f"held-out score checkpoint {path} is corrupt: rows do not match its formulas")
+    return scores
 
 
 def _write_json(path: Path, obj) -> None:

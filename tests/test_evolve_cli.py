@@ -61,6 +61,39 @@ def test_tasks_on_nb101_and_nb301(shared_data):
         E.holdout_tasks("nb101", 0, dataset="cifar100", data_dir=shared_data)
 
 
+def test_holdout_scores_checkpoint_resumes(tmp_path, shared_data, monkeypatch):
+    from jzcp import statistics as st
+
+    tasks = E.holdout_tasks("nb201", 5, seed=0, data_dir=shared_data)
+    proto = E.StatsProtocol(channels=4, cells_per_stage=1)
+    forms = ["mean_abs(det(act_D))", "frobenius_norm(sigmoid(logdet(sign(inpactgrad_D))))"]
+    ckpt = tmp_path / "scores.json"
+    first = E.evaluate_holdout(forms, tasks, proto, data_dir=shared_data, checkpoint=ckpt)
+    saved = json.loads(ckpt.read_text())
+    assert saved["formulas"] == forms and len(saved["scores"]) == 5
+
+    calls = []
+    make = st.make_program_scorer
+
+    def counting(*a, **k):
+        scorer = make(*a, **k)
+        return lambda *x: calls.append(1) or scorer(*x)
+
+    monkeypatch.setattr(st, "make_program_scorer", counting)
+    assert E.evaluate_holdout(forms, tasks, proto, data_dir=shared_data, checkpoint=ckpt) == first
+    assert calls == []  # everything came from the file
+    for name in list(saved["scores"])[:2]:  # as if killed before these two were saved
+        del saved["scores"][name]
+    ckpt.write_text(json.dumps(saved))
+    assert E.evaluate_holdout(forms, tasks, proto, data_dir=shared_data, checkpoint=ckpt) == first
+    assert len(calls) == 2
+    with pytest.raises(ValueError, match="other formulas"):
+        E.evaluate_holdout(forms[:1], tasks, proto, data_dir=shared_data, checkpoint=ckpt)
+    ckpt.write_text("{")
+    with pytest.raises(ValueError, match="unreadable"):
+        E.evaluate_holdout(forms, tasks, proto, data_dir=shared_data, checkpoint=ckpt)
+
+
 def test_argument_errors(tmp_path, shared_data, capsys):
     base = ["evolve", *TINY, "--generations", "1", "--data-dir", str(shared_data), "--cache-dir", str(tmp_path / "c")]
     assert cli.main([*base, "--out", str(tmp_path / "a"), "--spaces", "nb999"]) == 2
