@@ -269,9 +269,9 @@ def evaluate_holdout(formulas: Sequence[str], tasks: Tasks, proto: StatsProtocol
     scores = np.full((len(formulas), len(tasks)), np.nan)
     names = [f"{s}:{int(i)}" for s, i in zip(tasks.space, tasks.index)]
     done = _load_scores(checkpoint, formulas, proto) if checkpoint else {}
-    for j, name in enumerate(names):
-        if name in done:
-            scores[:, j] = done[name]
+    scored = {j for j, name in enumerate(names) if name in done}  # positions whose scores are known
+    for j in scored:
+        scores[:, j] = done[names[j]]
     saved = time.monotonic()
 
     def save(force: bool = False) -> None:
@@ -285,7 +285,6 @@ def evaluate_holdout(formulas: Sequence[str], tasks: Tasks, proto: StatsProtocol
                                           for n, row in rows.items()}})
             saved = time.monotonic()
 
-    scored = {j for j, n in enumerate(names) if n in done}
     for space in dict.fromkeys(tasks.space):
         idx = [i for i, s in enumerate(tasks.space) if s == space and i not in scored]
         if not idx:
