@@ -386,6 +386,11 @@ def _load_scores(path, formulas: Sequence[str], proto: StatsProtocol) -> dict[st
     return scores
 
 
+def _reversed_note(direction: int) -> str:
+    """What the printed lines add for a program whose proxy is its negated score (direction -1)."""
+    return " (direction -1: the proxy is -score)" if direction < 0 else ""
+
+
 def _write_json(path: Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=1, default=float))
@@ -549,13 +554,11 @@ def run_evolve_command(args) -> int:
         _plot(history, out / "fitness.png",
               f"{args.spaces}: pop {args.pop}, {args.tasks} tasks x {args.nets_per_task}, {args.metric}/{args.reduce}")
     best = report["final_picks"][int(np.argmax(pick_fit))]
-    reverse = " (direction -1: the proxy is -score)" if best["direction"] < 0 else ""
-    print(f"best fitness {best['fitness']:.4f}{reverse}: {best['formula']}")
+    print(f"best fitness {best['fitness']:.4f}{_reversed_note(best['direction'])}: {best['formula']}")
     print(f"EZNAS-A fitness on the same tasks: {report['eznas_a_fitness']:.4f}")
     if "holdout" in report:
         for f, r in report["holdout"]["results"].items():
-            sign = "" if r["direction"] > 0 else " (direction -1: the proxy is -score)"
             print(f"held-out ({r['n']} {report['holdout']['space']}): rho {r['oriented_spearman']:.4f} "
-                  f"tau {r['oriented_kendall']:.4f}{sign}  {f}")
+                  f"tau {r['oriented_kendall']:.4f}{_reversed_note(r['direction'])}  {f}")
     print(f"wrote {out / 'hall_of_fame.json'}")
     return 0
