@@ -174,3 +174,28 @@ def test_fit_rejects_bad_input(graphs):
         P.FitConfig(mode="bogus")
     with pytest.raises(ValueError, match="probability"):
         P.AugmentConfig(p_edge_drop=1.5)
+
+
+def test_normal_scores_per_group_and_ties():
+    y = np.array([3.0, 1.0, 2.0, 2.0, 50.0, 10.0, 20.0])
+    z = P.normal_scores(y, groups=[0, 0, 0, 0, 1, 1, 1])
+    from scipy.stats import norm
+    np.testing.assert_allclose(z[:4], norm.ppf((np.array([4, 1, 2.5, 2.5]) - 0.5) / 4))  # ties share a rank
+    np.testing.assert_allclose(z[4:], norm.ppf((np.array([3, 1, 2]) - 0.5) / 3))  # ranked within its group
+    np.testing.assert_allclose(P.normal_scores(np.exp(y)), P.normal_scores(y))  # any monotone map: same scores
+
+
+def test_rank_targets_ignore_the_label_scale(graphs):
+    """With ``targets="rank"`` a fit sees only the labels' order: a monotone distortion of the labels (a tail
+    squashed towards chance, as NB201's degenerate cells) leaves the ridge probe's ranking unchanged."""
+    pre = P.random_encoder(ENC, 0)
+    y = np.linspace(0.0, 1.0, len(graphs)) + np.random.default_rng(1).normal(0, 0.1, len(graphs))
+    warped = np.where(y < 0.3, 0.3 + (y - 0.3) * 20.0, y)  # order kept, scale of the low tail blown up
+    cfg = P.FitConfig(mode="frozen", head="ridge", adapt=True, targets="rank")
+    a, b = (P.predict(P.fit(graphs, t, cfg, pretrained=pre), graphs) for t in (y, warped))
+    np.testing.assert_allclose(np.argsort(a), np.argsort(b))
+    plain = dataclasses.replace(cfg, targets="zscore")
+    c, d = (P.predict(P.fit(graphs, t, plain, pretrained=pre), graphs) for t in (y, warped))
+    assert not np.array_equal(np.argsort(c), np.argsort(d))  # z-scored labels do feel the distortion
+    with pytest.raises(ValueError, match="targets"):
+        P.FitConfig(targets="ranks")

@@ -108,8 +108,9 @@ def test_k_shot_finetune_and_exclude(work, pretrained, capsys, tmp_path):
 
 def test_ridge_head_k_shot(work, pretrained, capsys, tmp_path):
     rc, fit, _ = _run(capsys, "predictor", "fit", *_common(work, out=tmp_path), "--no-progress",
-                      "--pretrained", str(pretrained), "--head", "ridge", "--k", "8")
+                      "--pretrained", str(pretrained), "--head", "ridge", "--k", "8", "--targets", "rank")
     assert rc == 0 and fit["mode"] == "frozen" and fit["items"] == 8 and fit["config"]["adapt"]
+    assert fit["config"]["targets"] == "rank"
     assert fit["ridge_lambda"] in fit["config"]["ridge_lambdas"] and -1 <= fit["ridge_loo_spearman"] <= 1
     rc, ev, _ = _run(capsys, "predictor", "eval", *_common(work, out=tmp_path), "--no-progress",
                      "--model", str(tmp_path / "model.msgpack"), "--exclude", str(tmp_path / "train_archs.txt"))

@@ -90,6 +90,9 @@ def add_predictor_arguments(target) -> argparse.ArgumentParser:
                     help="mlp: trained head; ridge: closed-form linear probe on the frozen, per-family standardised "
                          "embeddings, penalty by leave-one-out Spearman (the K-shot choice; implies --mode frozen --adapt)")
     pf.add_argument("--loss", default="mse+rank", choices=["mse", "rank", "mse+rank"], help="regression loss")
+    pf.add_argument("--targets", default="zscore", choices=["zscore", "rank"],
+                    help="regression targets: standardised labels, or their normal scores per family (rank: "
+                         "robust to the chance-accuracy tail; default zscore)")
     pf.add_argument("--epochs", type=int, default=200, help="max epochs (default 200)")
     pf.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
     pf.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
@@ -251,7 +254,7 @@ def run_fit(args) -> int:
     small = len(items) < 200
     cfg = P.FitConfig(mode=mode, loss=args.loss, epochs=args.epochs, batch_size=min(args.batch_size, 16 if small else args.batch_size),
                       lr=args.lr, patience=args.patience, seed=args.seed, adapt=adapt, head=args.head,
-                      dev_fraction=0.2 if len(items) >= 10 else 0.0)
+                      targets=args.targets, dev_fraction=0.2 if len(items) >= 10 else 0.0)
     bar, log = _epoch_log(args, 1 if args.head == "ridge" else cfg.epochs, f"fit ({mode}, {args.head} head)")
     t0 = time.perf_counter()
     model = P.fit(graphs, y, cfg, pretrained=base, encoder=None if base is not None else _encoder_config(args),
