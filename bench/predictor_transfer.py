@@ -72,8 +72,8 @@ def parse_pairs(spec: str | None, labelled: list[str]) -> list[tuple[list[str], 
 
 
 def benchmark_index(fam) -> np.ndarray:
-    """The benchmark index of each item of a labelled family: NB201's official cell index, NB101 / NB301's
-    position in NAS-Bench-Suite-Zero's list (``Family.meta["items"]``; all items in order when absent)."""
+    """The benchmark index of each item of a labelled family (``Family.meta["items"]``, "all" = every item in
+    order): NB201's official cell index, NB101 / NB301's position in NAS-Bench-Suite-Zero's list."""
     items = fam.meta.get("items")
     return np.arange(len(fam)) if items in (None, "all") else np.asarray(items)
 

@@ -277,7 +277,8 @@ def load_family(name: str, limit: int | None = None, *, seed: int = 0,
                                        key=f"nb301|{full}|DartsConfig.nb301()", **kw)
             archs = [json.dumps(np.asarray(zc.archs[i]).tolist()) for i in items]
             desc = f"NB301 {len(items)} NAS-Bench-Suite-Zero DARTS cells, surrogate accuracy"
-        return Family(name, ds, np.asarray(zc.val_accuracy, np.float64)[items], archs, desc)
+        return Family(name, ds, np.asarray(zc.val_accuracy, np.float64)[items], archs, desc,
+                      {"items": items.tolist() if sub is not None else "all"})
     # unlabeled families: uniform samples of the space
     if limit is None or limit < 1:
         raise ValueError(f"{name} is unlabeled: give a sample size ({name}:N)")
