@@ -92,7 +92,7 @@ def add_predictor_arguments(target) -> argparse.ArgumentParser:
     pf.add_argument("--loss", default="mse+rank", choices=["mse", "rank", "mse+rank"], help="regression loss")
     pf.add_argument("--targets", default="zscore", choices=["zscore", "rank"],
                     help="regression targets: standardised labels, or their normal scores per family (rank: "
-                         "robust to the chance-accuracy tail; default zscore)")
+                         "robust to the low-accuracy tail; default zscore)")
     pf.add_argument("--epochs", type=int, default=200, help="max epochs (default 200)")
     pf.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
     pf.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
