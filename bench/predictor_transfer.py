@@ -107,21 +107,17 @@ def jzcp_baselines(name: str, index: np.ndarray, root: Path, proxies=("synflow",
     ROOT/NAME``) for the items ``index`` (benchmark indices) of family ``name``, NaN where not scored: a run may
     cover a subset, scoring a network with every candidate op costs 2.7 s (NB201) to 30 s (NB301) per
     architecture on the 2-core CPU."""
-    import csv
+    from jzcp.scoring import read_scores
 
-    path = Path(root) / name / "scores.csv"
-    if not path.is_file():
-        return {}
     where = {int(b): i for i, b in enumerate(index)}
     out = {p: np.full(len(index), np.nan) for p in proxies}
-    with open(path, newline="") as fh:
-        for r in csv.DictReader(fh):
-            i = where.get(int(r["index"]))
-            if i is None:
-                continue
-            for p in proxies:
-                v = float(r.get(p) or "nan")
-                out[p][i] = v if np.isfinite(v) else np.nan
+    for r in read_scores(Path(root) / name / "scores.csv").values():
+        i = where.get(int(r["index"]))
+        if i is None:
+            continue
+        for p in proxies:
+            v = float(r.get(p) or "nan")
+            out[p][i] = v if np.isfinite(v) else np.nan
     return out if any(np.isfinite(v).any() for v in out.values()) else {}
 
 
@@ -144,7 +140,9 @@ def compare_on_cells(values: dict[str, np.ndarray], y: np.ndarray, preds: list[n
     return {"n": int(rows[0]["n"]), "predictor": _mean_std(rows), **{p: _mean_std(r) for p, r in base.items()}}
 
 
-def run(args) -> dict:
+def run(args) -> tuple[dict, dict[str, dict]]:
+    """The report and, per transfer pair, the saved predictions (for :func:`baseline_cells`)."""
+
     import jax
 
     import jzcp.graph as G

@@ -228,7 +228,10 @@ def make_scorer(space: str, names, config, num_classes: int = 10, image_shape=(3
     return score
 
 
-def _read_done(csv_path: Path) -> dict[str, dict[str, str]]:
+def read_scores(csv_path: Path) -> dict[str, dict[str, str]]:
+    """The rows of a ``scores.csv`` written by :func:`score`, keyed by ``arch`` (values as written; ``{}`` when
+    the file is absent or empty -- a run killed before its first row)."""
+    csv_path = Path(csv_path)
     if not csv_path.is_file():
         return {}
     with open(csv_path, newline="") as f:
@@ -339,7 +342,7 @@ def score(
     out.mkdir(parents=True, exist_ok=True)
     _check_protocol(out, protocol)
     csv_path = out / "scores.csv"
-    done = _read_done(csv_path)
+    done = read_scores(csv_path)
     if scored_only:
         chosen = np.asarray([i for i in chosen if str(bench.keys[i]) in done], np.int64)
         if len(chosen) < 3:
@@ -378,7 +381,7 @@ def score(
         if c:
             print(f"warning: {n} gave NaN/Inf for {c} architecture(s); recorded as NaN", file=sys.stderr)
 
-    rows = _read_done(csv_path)
+    rows = read_scores(csv_path)
     keep = [str(bench.keys[i]) for i in chosen]
     table = {c: np.array([float(rows[a][c]) for a in keep]) for c in [*targets, *names]}
     table["index"] = np.asarray(chosen, np.int64)
