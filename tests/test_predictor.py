@@ -199,3 +199,45 @@ def test_rank_targets_ignore_the_label_scale(graphs):
     assert not np.array_equal(np.argsort(c), np.argsort(d))  # z-scored labels do feel the distortion
     with pytest.raises(ValueError, match="targets"):
         P.FitConfig(targets="ranks")
+
+
+def test_kernel_ridge_loo_is_exact_leave_one_out():
+    """The leave-one-out Spearman that picks the kernel width and penalty equals refitting without each item."""
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 5))
+    y = np.sin(2 * x[:, 0]) + x[:, 1] ** 2 + 0.3 * rng.normal(size=30)
+    for bw, lam in [(0.5, 0.03), (4.0, 1.0)]:
+        kr = P.kernel_ridge_loo(x, y, [bw], [lam])
+        loo = [P.kernel_ridge_predict(P.kernel_ridge_loo(np.delete(x, i, 0), np.delete(y, i), [bw], [lam]),
+                                      np.delete(x, i, 0), x[i:i + 1])[0] for i in range(len(y))]
+        assert kr["loo"][0, 0] == pytest.approx(spearmanr(loo, y).statistic, abs=2e-6)
+        assert kr["loo"][0, 0] < 0.999  # not trivially perfect: the check has something to match
+    grid = P.kernel_ridge_loo(x, y, [0.25, 1.0, 16.0], [0.01, 1.0])
+    assert grid["loo"].shape == (3, 2) and grid["loo"].max() == pytest.approx(
+        grid["loo"][[0.25, 1.0, 16.0].index(grid["bandwidth"]), [0.01, 1.0].index(grid["lambda"])])
+    # in-sample predictions of the chosen fit follow the targets
+    fitted = P.kernel_ridge_predict(grid, x, x)
+    assert spearmanr(fitted, y).statistic > 0.9
+    with pytest.raises(ValueError, match="few labels"):
+        P.kernel_ridge_loo(np.zeros((T.KERNEL_MAX_ITEMS + 1, 1)), np.zeros(T.KERNEL_MAX_ITEMS + 1), [1.0], [1.0])
+
+
+def test_kernel_head_fits_saves_and_reloads(graphs, tmp_path):
+    pre = P.random_encoder(ENC, 0)
+    y = np.array([np.mean(g.nodes[:, 0] == OP_INDEX["Conv"]) for g in graphs]) * 100
+    cfg = P.FitConfig(mode="frozen", head="kernel", adapt=True, targets="rank")
+    model = P.fit(graphs, y, cfg, pretrained=pre)
+    assert model.history.shape == (len(cfg.kernel_bandwidths) * len(cfg.kernel_lambdas), 3)
+    assert float(model.params["kernel"]["bandwidth"]) in cfg.kernel_bandwidths
+    pred = P.predict(model, graphs)
+    assert pred.shape == (len(graphs),) and P.rank_metrics(pred, y)["spearman"] > 0.8
+    P.save_model(tmp_path / "m.msgpack", model)
+    back = P.load_model(tmp_path / "m.msgpack")
+    assert back.config == cfg and back.history.shape == model.history.shape
+    np.testing.assert_allclose(P.predict(back, graphs[5:]), P.predict(model, graphs[5:]), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="adapt"):
+        P.FitConfig(head="kernel")
+    with pytest.raises(ValueError, match="kernel_bandwidths"):
+        P.FitConfig(head="kernel", adapt=True, kernel_bandwidths=(0.0,))

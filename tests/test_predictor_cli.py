@@ -134,3 +134,14 @@ def test_errors_are_reported_not_raised(work, pretrained, capsys, tmp_path):
     assert rc == 2 and "--pretrained" in err
     rc, _, err = _run(capsys, "predictor", "eval", *_common(work, out=tmp_path), "--model", str(tmp_path / "nope"))
     assert rc == 2 and "does not exist" in err
+
+
+def test_kernel_head_k_shot(work, pretrained, capsys, tmp_path):
+    rc, fit, _ = _run(capsys, "predictor", "fit", *_common(work, out=tmp_path), "--no-progress",
+                      "--pretrained", str(pretrained), "--head", "kernel", "--k", "8", "--targets", "rank")
+    assert rc == 0 and fit["mode"] == "frozen" and fit["config"]["adapt"] and fit["items"] == 8
+    assert fit["kernel_bandwidth"] in fit["config"]["kernel_bandwidths"]
+    assert fit["kernel_lambda"] in fit["config"]["kernel_lambdas"] and -1 <= fit["kernel_loo_spearman"] <= 1
+    rc, ev, _ = _run(capsys, "predictor", "eval", *_common(work, out=tmp_path), "--no-progress",
+                     "--model", str(tmp_path / "model.msgpack"), "--exclude", str(tmp_path / "train_archs.txt"))
+    assert rc == 0 and ev["families"]["nb201"]["predictor"]["n"] == 4

@@ -14,7 +14,7 @@ Typical use::
     pre = pretrain(unlabeled_graphs, PretrainConfig())
     model = fit(source_graphs, source_acc, FitConfig(mode="frozen"), pretrained=pre)          # zero-shot
     model = fit(target_graphs[:50], target_acc[:50], FitConfig(mode="finetune"), pretrained=model)
-    probe = fit(target_graphs[:50], target_acc[:50], FitConfig(head="ridge", adapt=True), pretrained=pre)
+    probe = fit(target_graphs[:50], target_acc[:50], FitConfig(head="kernel", adapt=True), pretrained=pre)
     evaluate(model, target_graphs, target_acc)   # {"spearman", "kendall", "ndcg@10", "n"}
 
 Families of the benchmark data as graph datasets: :mod:`jzcp.predictor.families`; the command line
@@ -29,7 +29,7 @@ _EXPORTS = {
     **{n: "model" for n in ("EncoderConfig", "GraphEncoder", "Predictor")},
     **{n: "train" for n in (
         "OP_CLASSES", "AugmentConfig", "FitConfig", "FitResult", "PretrainConfig", "PretrainResult", "augment",
-        "embed", "evaluate", "fit", "graphs_of", "load_checkpoint", "load_model", "make_batch", "normal_scores", "ntxent",
+        "embed", "evaluate", "fit", "graphs_of", "kernel_ridge_loo", "kernel_ridge_predict", "load_checkpoint", "load_model", "make_batch", "normal_scores", "ntxent",
         "pairwise_rank_loss", "predict", "pretrain", "random_encoder", "rank_metrics", "ridge_loo", "save_checkpoint",
         "save_model", "standardise")},
     **{n: "families" for n in ("Family", "load_family", "load_families")},

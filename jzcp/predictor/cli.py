@@ -86,9 +86,11 @@ def add_predictor_arguments(target) -> argparse.ArgumentParser:
     pf.add_argument("--mode", default=None, choices=["frozen", "finetune"],
                     help="frozen encoder (head only) or fine-tune everything (default: frozen with an encoder, "
                          "finetune otherwise)")
-    pf.add_argument("--head", default="mlp", choices=["mlp", "ridge"],
+    pf.add_argument("--head", default="mlp", choices=["mlp", "ridge", "kernel"],
                     help="mlp: trained head; ridge: closed-form linear probe on the frozen, per-family standardised "
-                         "embeddings, penalty by leave-one-out Spearman (the K-shot choice; implies --mode frozen --adapt)")
+                         "embeddings, penalty by leave-one-out Spearman; kernel: Gaussian-kernel ridge probe, width "
+                         "and penalty by leave-one-out Spearman (the K-shot choice, <= 4096 items). ridge and "
+                         "kernel imply --mode frozen --adapt")
     pf.add_argument("--loss", default="mse+rank", choices=["mse", "rank", "mse+rank"], help="regression loss")
     pf.add_argument("--targets", default="zscore", choices=["zscore", "rank"],
                     help="regression targets: standardised labels, or their normal scores per family (rank: "
@@ -223,10 +225,11 @@ def run_fit(args) -> int:
     if unlabeled:
         raise ValueError(f"fit needs labelled families; {', '.join(unlabeled)} have no targets")
     base = P.load_model(args.pretrained) if args.pretrained else None
-    mode = args.mode or ("frozen" if isinstance(base, P.PretrainResult) or args.head == "ridge" else "finetune")
-    adapt = args.adapt or args.head == "ridge" or (isinstance(base, P.FitResult) and base.config.adapt)
-    if args.head == "ridge" and (base is None or mode != "frozen"):
-        raise ValueError("--head ridge needs --pretrained and the frozen mode")
+    probe = args.head in ("ridge", "kernel")  # closed-form heads on the frozen, standardised embeddings
+    mode = args.mode or ("frozen" if isinstance(base, P.PretrainResult) or probe else "finetune")
+    adapt = args.adapt or probe or (isinstance(base, P.FitResult) and base.config.adapt)
+    if probe and (base is None or mode != "frozen"):
+        raise ValueError(f"--head {args.head} needs --pretrained and the frozen mode")
     if mode == "frozen" and base is None:
         raise ValueError("--mode frozen needs --pretrained (an encoder to freeze)")
     # items: (family, index) of every labelled item, optionally K random ones
@@ -255,7 +258,7 @@ def run_fit(args) -> int:
     cfg = P.FitConfig(mode=mode, loss=args.loss, epochs=args.epochs, batch_size=min(args.batch_size, 16 if small else args.batch_size),
                       lr=args.lr, patience=args.patience, seed=args.seed, adapt=adapt, head=args.head,
                       targets=args.targets, dev_fraction=0.2 if len(items) >= 10 else 0.0)
-    bar, log = _epoch_log(args, 1 if args.head == "ridge" else cfg.epochs, f"fit ({mode}, {args.head} head)")
+    bar, log = _epoch_log(args, 1 if probe else cfg.epochs, f"fit ({mode}, {args.head} head)")
     t0 = time.perf_counter()
     model = P.fit(graphs, y, cfg, pretrained=base, encoder=None if base is not None else _encoder_config(args),
                   log=log, groups=groups)
@@ -267,11 +270,29 @@ def run_fit(args) -> int:
     return _report(out / "fit.json", {
         "command": "fit", "model_file": str(out / "model.msgpack"), "pretrained": args.pretrained, "mode": mode,
         "families": [f.summary() for f in fams.values()], "items": len(items), "target_units": units,
-        **({"ridge_lambda": float(model.history[np.argmax(model.history[:, 1]), 0]),
-            "ridge_loo_spearman": float(np.max(model.history[:, 1]))} if args.head == "ridge" else
-           {"epochs_run": int(len(model.history)), "best_dev_neg_spearman": float(np.min(model.history[:, 1]))}),
+        **_head_summary(model),
         "in_sample": in_sample, "wall_s": round(time.perf_counter() - t0, 2),
         "config": dataclasses.asdict(cfg), "encoder": dataclasses.asdict(model.encoder)})
+
+
+def _head_summary(model) -> dict:
+    """What the fit chose (closed-form probes) or how training went (MLP head / fine-tuning), for fit.json."""
+    import numpy as np
+
+    h = model.history
+    if model.config.head == "ridge":
+        best = len(h) - 1 - int(np.argmax(h[::-1, 1]))  # ties went to the larger penalty (ridge_loo)
+        return {"ridge_lambda": float(h[best, 0]), "ridge_loo_spearman": float(h[best, 1])}
+    if model.config.head == "kernel":
+        kp, cfg = model.params["kernel"], model.config
+
+        def grid_value(grid, v):  # the choice is stored as float32: report the grid value it came from
+            return min(grid, key=lambda g: abs(g - float(v)))
+
+        return {"kernel_bandwidth": grid_value(cfg.kernel_bandwidths, kp["bandwidth"]),
+                "kernel_lambda": grid_value(cfg.kernel_lambdas, kp["lambda"]),
+                "kernel_loo_spearman": float(np.max(h[:, 2]))}
+    return {"epochs_run": int(len(h)), "best_dev_neg_spearman": float(np.min(h[:, 1]))}
 
 
 def _excluded(path) -> set[tuple[str, str]]:

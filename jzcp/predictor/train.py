@@ -39,6 +39,12 @@ Design choices (the paper, Han et al. SDM 2023, publishes no code; see ``referen
 * **Ridge probe** (``FitConfig(head="ridge", adapt=True)``): a closed-form linear head on the frozen,
   standardised embeddings, the penalty chosen by exact leave-one-out Spearman (:func:`ridge_loo`). The
   K-shot choice: with 50 labels an MLP overfits, a linear probe does not.
+* **Kernel probe** (``FitConfig(head="kernel", adapt=True)``): Gaussian-kernel ridge regression on the same
+  standardised embeddings (:func:`kernel_ridge_loo`), kernel width and penalty both chosen by exact
+  leave-one-out Spearman; it stores its training embeddings. Contrastive pre-training arranges which graphs lie
+  close together, and a kernel probe reads that local geometry where a linear probe reads only directions:
+  K=50 on NB101 0.871 vs the linear probe's 0.831 (README, predictor section). For few labels (<=
+  :data:`KERNEL_MAX_ITEMS`).
 * **Training loop** (both stages): optax ``adamw`` with warm-up + cosine schedule and global-norm clipping;
   a dev split for early stopping (dev NT-Xent with fixed augmentation keys; dev MSE or negative Spearman
   when fitting); an atomic checkpoint (``tmp`` + ``os.replace``) after every epoch from which a run resumes
@@ -125,7 +131,8 @@ class PretrainConfig:
 
 
 LOSSES = ("mse", "rank", "mse+rank")
-HEADS = ("mlp", "ridge")
+HEADS = ("mlp", "ridge", "kernel")
+KERNEL_MAX_ITEMS = 4096  # the kernel probe stores its training embeddings and solves an n x n system
 TARGETS = ("zscore", "rank")
 
 
@@ -145,20 +152,25 @@ class FitConfig:
     patience: int = 20
     seed: int = 0
     adapt: bool = False  # z-score head inputs per family (fit: per group; predict: over the predicted set)
-    head: str = "mlp"  # "mlp" (trained by optax) or "ridge" (closed form, frozen mode, implies adapt)
+    head: str = "mlp"  # "mlp" (trained by optax); "ridge" / "kernel" (closed form, frozen mode, need adapt)
     ridge_lambdas: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0)
+    # kernel probe: Gaussian kernel widths (squared length scale in units of the embedding dimension) and penalties
+    kernel_bandwidths: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+    kernel_lambdas: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
     targets: str = "zscore"  # regression targets: "zscore" labels or their per-family normal scores ("rank")
 
     def __post_init__(self):
-        object.__setattr__(self, "ridge_lambdas", tuple(float(v) for v in self.ridge_lambdas))
+        for name in ("ridge_lambdas", "kernel_bandwidths", "kernel_lambdas"):
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
         if self.mode not in ("frozen", "finetune"):
             raise ValueError(f"mode must be 'frozen' or 'finetune', got {self.mode!r}")
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
-        if self.head == "ridge" and (self.mode != "frozen" or not self.adapt):
-            raise ValueError("head='ridge' needs mode='frozen' and adapt=True (it reads standardised embeddings)")
-        if not self.ridge_lambdas or min(self.ridge_lambdas) <= 0:
-            raise ValueError("ridge_lambdas must be positive")
+        if self.head in ("ridge", "kernel") and (self.mode != "frozen" or not self.adapt):
+            raise ValueError(f"head={self.head!r} needs mode='frozen' and adapt=True (it reads standardised embeddings)")
+        for name in ("ridge_lambdas", "kernel_bandwidths", "kernel_lambdas"):
+            if not getattr(self, name) or min(getattr(self, name)) <= 0:
+                raise ValueError(f"{name} must be positive")
         if self.targets not in TARGETS:
             raise ValueError(f"targets must be one of {TARGETS}, got {self.targets!r}")
         if self.loss not in LOSSES:
@@ -641,6 +653,71 @@ def ridge_loo(x: np.ndarray, y: np.ndarray, lambdas: Sequence[float]) -> tuple[n
     return w, float(ym - mu @ w), lam, np.asarray(loo)
 
 
+def _gaussian_kernel(a: np.ndarray, b: np.ndarray, bandwidth: float) -> np.ndarray:
+    """``exp(-|a_i - b_j|^2 / (2 bandwidth D))`` for rows of ``a`` ``(n, D)`` and ``b`` ``(m, D)``: ``(n, m)``.
+    The squared length scale is ``bandwidth * D``: on z-scored embeddings the mean squared distance of two
+    rows is about ``2 D``, so ``bandwidth`` ~ 1 is the natural scale whatever the embedding width."""
+    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+    return np.exp(-np.maximum(sq, 0.0) / (2.0 * bandwidth * a.shape[1]))
+
+
+def _center_kernel(col_mean: np.ndarray, all_mean: float, k: np.ndarray) -> np.ndarray:
+    """Kernel values ``k`` ``(m, n)`` against the n training rows, centred in feature space with the training
+    kernel's column means ``col_mean`` ``(n,)`` and overall mean (the intercept is then not penalised)."""
+    return k - col_mean[None, :] - k.mean(1, keepdims=True) + all_mean
+
+
+def kernel_ridge_loo(x: np.ndarray, y: np.ndarray, bandwidths: Sequence[float], lambdas: Sequence[float]) -> dict:
+    """Gaussian-kernel ridge regression ``y ~ f(x) + b`` with the kernel width and penalty chosen by exact
+    leave-one-out Spearman, as :func:`ridge_loo` does for the linear probe (same hat-matrix identity, on the
+    feature-space-centred kernel, whose null space holds the constant vector: ``H = Kc (Kc + lambda)^-1 +
+    1/n``). Returns ``{"alpha" (n,), "b", "bandwidth", "lambda", "col_mean" (n,), "all_mean", "loo"
+    (len(bandwidths), len(lambdas))}``; predict with :func:`kernel_ridge_predict`.
+
+    The K-shot reader of a contrastive embedding: NT-Xent shapes neighbourhoods (which graphs lie close),
+    which a kernel probe reads and a linear one only partly (measured: README, predictor section)."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    n = len(y)
+    if n > KERNEL_MAX_ITEMS:
+        raise ValueError(f"the kernel probe is for few labels (<= {KERNEL_MAX_ITEMS}); got {n}: use head='ridge' "
+                         f"or 'mlp'")
+    ym = y.mean()
+    loo = np.zeros((len(bandwidths), len(lambdas)))
+    for i, bw in enumerate(bandwidths):
+        k = _gaussian_kernel(x, x, bw)
+        cm = k.mean(0)
+        ev, u = np.linalg.eigh(_center_kernel(cm, float(cm.mean()), k))
+        ev = np.maximum(ev, 0.0)
+        uy = u.T @ (y - ym)
+        for j, lam in enumerate(lambdas):
+            d = ev / (ev + lam)
+            r = (y - ym) - u @ (d * uy)
+            h = (u ** 2) @ d + 1.0 / n
+            loo[i, j] = _spearman_np(y - r / np.maximum(1.0 - h, 1e-9), y)
+    loo = np.round(loo, 6)
+    # ties go to the wider kernel, then to the larger penalty (the smoother fit)
+    flat = [(loo[i, j], i, j) for i in range(len(bandwidths)) for j in range(len(lambdas))]
+    _, i, j = max(flat)
+    bw, lam = float(bandwidths[i]), float(lambdas[j])
+    k = _gaussian_kernel(x, x, bw)
+    cm = k.mean(0)
+    alpha = np.linalg.solve(_center_kernel(cm, float(cm.mean()), k) + lam * np.eye(n), y - ym)
+    return {"alpha": alpha, "b": float(ym), "bandwidth": bw, "lambda": lam, "col_mean": cm,
+            "all_mean": float(cm.mean()), "loo": loo}
+
+
+def kernel_ridge_predict(model: dict, x_train: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``(m,)`` predictions of a :func:`kernel_ridge_loo` fit on ``x_train`` ``(n, D)`` for rows ``x`` ``(m, D)``."""
+    x_train = np.asarray(x_train, np.float64)
+    out = []
+    for s in range(0, len(x), 4096):  # bounded memory for a whole benchmark
+        k = _gaussian_kernel(np.asarray(x[s:s + 4096], np.float64), x_train, float(model["bandwidth"]))
+        out.append(_center_kernel(np.asarray(model["col_mean"], np.float64), float(model["all_mean"]), k)
+                   @ np.asarray(model["alpha"], np.float64) + float(model["b"]))
+    return np.concatenate(out) if out else np.zeros((0,))
+
+
 def _spearman_np(a, b) -> float:
     from scipy.stats import spearmanr
     r = spearmanr(a, b).statistic
@@ -703,6 +780,21 @@ def fit(graphs: Sequence[G.CompGraph], targets, config: FitConfig = FitConfig(),
         hist = np.stack([np.asarray(cfg.ridge_lambdas), loo], 1)  # (lambda, leave-one-out Spearman) rows
         if log:
             log(f"ridge: lambda {lam:g}, leave-one-out Spearman {loo.max():.4f}")
+        return FitResult(final, enc, cfg, mean, std, hist, time.perf_counter() - t0)
+    if cfg.mode == "frozen" and cfg.head == "kernel":
+        if base is None:
+            raise ValueError("head='kernel' needs a pre-trained encoder")
+        emb = standardise(embed(params, enc, graphs), gid)
+        kr = kernel_ridge_loo(emb, yz, cfg.kernel_bandwidths, cfg.kernel_lambdas)
+        final = {**params, "kernel": {"x": emb.astype(np.float32),
+                                      **{k: np.asarray(kr[k], np.float32)
+                                         for k in ("alpha", "b", "bandwidth", "lambda", "col_mean", "all_mean")}}}
+        # (bandwidth, lambda, leave-one-out Spearman) rows
+        bw, lm = np.meshgrid(cfg.kernel_bandwidths, cfg.kernel_lambdas, indexing="ij")
+        hist = np.stack([bw.ravel(), lm.ravel(), kr["loo"].ravel()], 1)
+        if log:
+            log(f"kernel: bandwidth {kr['bandwidth']:g}, lambda {kr['lambda']:g}, "
+                f"leave-one-out Spearman {kr['loo'].max():.4f}")
         return FitResult(final, enc, cfg, mean, std, hist, time.perf_counter() - t0)
     if cfg.mode == "frozen":
         if base is None:
@@ -788,6 +880,10 @@ def predict(model: FitResult, graphs: Sequence[G.CompGraph], batch_size: int = 1
         r = model.params["ridge"]
         emb = standardise(embed(model.params, model.encoder, graphs, batch_size), groups)
         z = emb @ np.asarray(r["w"], np.float32) + np.float32(r["b"])
+    elif model.config.head == "kernel":
+        kp = model.params["kernel"]
+        emb = standardise(embed(model.params, model.encoder, graphs, batch_size), groups)
+        z = kernel_ridge_predict(kp, kp["x"], emb).astype(np.float32)
     else:
         z = _predict_z(model.params, model.encoder, graphs, batch_size, adapt=model.config.adapt, groups=groups)
     return z * model.std + model.mean
@@ -866,7 +962,8 @@ def load_model(path: str | os.PathLike) -> PretrainResult | FitResult:
     if meta.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path}: model format {meta.get('format')} != {MODEL_FORMAT}")
     params = jax.tree.map(jnp.asarray, raw["state"]["params"])
-    history = np.asarray(raw["state"]["history"], np.float64).reshape(-1, 2)
+    history = np.asarray(raw["state"]["history"], np.float64)
+    history = history if history.ndim == 2 else history.reshape(-1, 2)  # kernel heads: 3 columns
     enc = _dataclass_from_dict(EncoderConfig, meta["encoder"])
     if meta["kind"] == "pretrain":
         return PretrainResult(params, _dataclass_from_dict(PretrainConfig, meta["config"]), history,
