@@ -179,8 +179,9 @@ def run(args) -> tuple[dict, dict[str, dict]]:
                         targets=args.targets)
     fit_scratch = P.FitConfig(mode="finetune", loss=args.loss, epochs=args.scratch_epochs, batch_size=64,
                               dev_fraction=0.2, patience=5, lr=1e-3, adapt=args.adapt, targets=args.targets)
-    # K-shot linear probe, LOO-chosen penalty
+    # K-shot probes: linear (LOO-chosen penalty) and Gaussian-kernel (LOO-chosen width and penalty)
     fit_ridge = P.FitConfig(mode="frozen", head="ridge", adapt=True, targets=args.targets)
+    fit_kernel = P.FitConfig(mode="frozen", head="kernel", adapt=True, targets=args.targets)
 
     # 1. contrastive pre-training on the unlabeled distinct graphs of every family
     unlabeled = [g for f in fams.values() for g in f.graphs(distinct=True)]
@@ -189,14 +190,16 @@ def run(args) -> tuple[dict, dict[str, dict]]:
     for i in range(args.encoders):  # --encoders > 1: one pre-training per seed, for the K-shot ridge ensembles
         cfg_i = dataclasses.replace(pcfg, seed=i)
         tag = hashlib.sha1(json.dumps(dataclasses.asdict(cfg_i), sort_keys=True).encode()).hexdigest()[:8]
-        ckpt = ROOT / "results" / "predictor" / f"pretrain_{'_'.join(sorted(fams))}_{tag}.ckpt"
+        # the graph count is in the name: nb201:2000 and nb201:all pre-train on different sets of the same families
+        ckpt = ROOT / "results" / "predictor" / f"pretrain_{'_'.join(sorted(fams))}_{len(unlabeled)}g_{tag}.ckpt"
         pres.append(P.pretrain(unlabeled, cfg_i, log=lambda s: print("[pretrain]", s, flush=True), checkpoint=ckpt))
     pre = pres[0]
     out["pretrain"] = {"graphs": len(unlabeled), "families": sorted(fams), "wall_s": round(time.perf_counter() - t, 1),
                        "encoders": len(pres), "epochs_run": [len(r.history) for r in pres],
                        "history": pre.history.tolist(), "config": dataclasses.asdict(pcfg)}
     out["fit_configs"] = {"source": dataclasses.asdict(fit_src), "k_shot": dataclasses.asdict(fit_k),
-                          "scratch": dataclasses.asdict(fit_scratch), "k_shot_ridge": dataclasses.asdict(fit_ridge)}
+                          "scratch": dataclasses.asdict(fit_scratch), "k_shot_ridge": dataclasses.asdict(fit_ridge),
+                          "k_shot_kernel": dataclasses.asdict(fit_kernel)}
     # the no-pre-training ablation of the frozen / ridge heads: random encoders with the pre-training seeds' inits
     rnds = [P.random_encoder(enc, i) for i in range(args.encoders)]
 
@@ -244,11 +247,12 @@ def run(args) -> tuple[dict, dict[str, dict]]:
         saved = {"targets": f_t.targets, "index": benchmark_index(f_t), "zero_shot": np.stack(preds)}
         if args.k:
             t = time.perf_counter()
-            row[f"k{args.k}_ridge"], kp, kt = k_shot(target, [pre] * args.seeds, fit_ridge, args.k)
-            saved |= {"k_ridge": np.stack(kp), "k_test": np.stack(kt)}
-            if len(pres) > 1:
-                row[f"k{args.k}_ridge_ensemble"], kp, _ = k_shot(target, [tuple(pres)] * args.seeds, fit_ridge, args.k)
-                saved["k_ridge_ensemble"] = np.stack(kp)
+            for probe, cfg in (("ridge", fit_ridge), ("kernel", fit_kernel)):
+                row[f"k{args.k}_{probe}"], kp, kt = k_shot(target, [pre] * args.seeds, cfg, args.k)
+                saved |= {f"k_{probe}": np.stack(kp), "k_test": np.stack(kt)}
+                if len(pres) > 1:
+                    row[f"k{args.k}_{probe}_ensemble"], kp, _ = k_shot(target, [tuple(pres)] * args.seeds, cfg, args.k)
+                    saved[f"k_{probe}_ensemble"] = np.stack(kp)
             row[f"k{args.k}_finetune"] = k_shot(target, models, fit_k, args.k)[0]
             row["k_shot_wall_s"] = round(time.perf_counter() - t, 1)
         row["baseline_cells"] = baseline_cells(target, saved, args)
@@ -259,10 +263,11 @@ def run(args) -> tuple[dict, dict[str, dict]]:
                        for s in range(args.seeds)]
             row["no_pretrain_zero_shot"], row["no_pretrain_zero_shot_ensemble"], _ = zero_shot(scratch, target)
             if args.k:
-                row[f"no_pretrain_k{args.k}_ridge"] = k_shot(target, [rnds[0]] * args.seeds, fit_ridge, args.k)[0]
-                if len(rnds) > 1:
-                    row[f"no_pretrain_k{args.k}_ridge_ensemble"] = k_shot(
-                        target, [tuple(rnds)] * args.seeds, fit_ridge, args.k)[0]
+                for probe, cfg in (("ridge", fit_ridge), ("kernel", fit_kernel)):
+                    row[f"no_pretrain_k{args.k}_{probe}"] = k_shot(target, [rnds[0]] * args.seeds, cfg, args.k)[0]
+                    if len(rnds) > 1:
+                        row[f"no_pretrain_k{args.k}_{probe}_ensemble"] = k_shot(
+                            target, [tuple(rnds)] * args.seeds, cfg, args.k)[0]
                 row[f"no_pretrain_k{args.k}_finetune"] = k_shot(target, scratch, fit_k, args.k)[0]
             row["no_pretrain_wall_s"] = round(time.perf_counter() - t, 1)
         out["transfer"][key] = row
@@ -283,8 +288,8 @@ def run(args) -> tuple[dict, dict[str, dict]]:
 
 def baseline_cells(target: str, saved: dict, args) -> dict:
     """synflow / jacov against the predictor on the same target cells, once with NAS-Bench-Suite-Zero's values
-    and once with jzcp's own (``--baselines``): zero-shot (every seed's predictions of all cells) and K-shot
-    ridge (each seed's test cells), restricted to the cells where both proxies have a value."""
+    and once with jzcp's own (``--baselines``): zero-shot (every seed's predictions of all cells) and the K-shot
+    probes (each seed's test cells), restricted to the cells where both proxies have a value."""
     sources = {"nbsz": reference_baselines(target, saved["index"]),
                "jzcp": jzcp_baselines(target, saved["index"], Path(args.baselines))}
     out = {}
@@ -292,7 +297,7 @@ def baseline_cells(target: str, saved: dict, args) -> dict:
         if not vals:
             continue
         out[src] = {"zero_shot": compare_on_cells(vals, saved["targets"], list(saved["zero_shot"]))}
-        for name in ("k_ridge", "k_ridge_ensemble"):
+        for name in ("k_ridge", "k_ridge_ensemble", "k_kernel", "k_kernel_ensemble"):
             if name in saved:
                 out[src][name.replace("k_", f"k{args.k}_", 1)] = compare_on_cells(
                     vals, saved["targets"], list(saved[name]), list(saved["k_test"]))
@@ -325,12 +330,14 @@ def markdown(out: dict) -> str:
     cols = [("zero-shot", "zero_shot"), ("zero-shot ens.", "zero_shot_ensemble")]
     ens = out["args"].get("encoders", 1) > 1
     if k:
-        cols += [(f"K={k} ridge", f"k{k}_ridge")] + [(f"K={k} ridge ens.", f"k{k}_ridge_ensemble")] * ens
+        for probe in ("ridge", "kernel"):
+            cols += [(f"K={k} {probe}", f"k{k}_{probe}")] + [(f"K={k} {probe} ens.", f"k{k}_{probe}_ensemble")] * ens
         cols += [(f"K={k} fine-tune", f"k{k}_finetune")]
     cols += [("no-pretrain zero-shot", "no_pretrain_zero_shot")]
     if k:
-        cols += [(f"no-pretrain K={k} ridge", f"no_pretrain_k{k}_ridge")]
-        cols += [(f"no-pretrain K={k} ridge ens.", f"no_pretrain_k{k}_ridge_ensemble")] * ens
+        for probe in ("ridge", "kernel"):
+            cols += [(f"no-pretrain K={k} {probe}", f"no_pretrain_k{k}_{probe}")]
+            cols += [(f"no-pretrain K={k} {probe} ens.", f"no_pretrain_k{k}_{probe}_ensemble")] * ens
         cols += [(f"no-pretrain K={k} fine-tune", f"no_pretrain_k{k}_finetune")]
     head = ["sources → target"] + [c for c, _ in cols] + ["params (graph)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -341,21 +348,21 @@ def markdown(out: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Spearman on the target, mean ± std over seeds (zero-shot: head seeds, 'ens.' = their averaged z-scored "
-                 "predictions; K-shot: the K draw and head seed; evaluated on the other cells; 'ridge ens.': the "
-                 "ridge probes of every encoder (pre-training seed / random init), z-scored predictions averaged).")
+                 "predictions; K-shot: the K draw and head seed; evaluated on the other cells; 'ridge' / 'kernel': "
+                 "the linear / Gaussian-kernel probe; 'ens.': the probes of every encoder (pre-training seed / random "
+                 "init), z-scored predictions averaged).")
+    probes = [f"k{k}_ridge"] + [f"k{k}_ridge_ensemble"] * ens + [f"k{k}_kernel"] + [f"k{k}_kernel_ensemble"] * ens
     lines += ["", "| sources → target | synflow / jacov by | cells | predictor zero-shot | "
-              f"predictor K={k} ridge |" + f" predictor K={k} ridge ens. |" * ens + " synflow | jacov |",
-              "|" + "---|" * (7 + ens)]
+              + "".join(f"predictor {p.replace(f'k{k}_', f'K={k} ').replace('_ensemble', ' ens.')} | " for p in probes)
+              + "synflow | jacov |", "|" + "---|" * (6 + len(probes))]
     for key, r in out["transfer"].items():
         for src, name in (("nbsz", "NAS-Bench-Suite-Zero"), ("jzcp", "jzcp")):
             c = r.get("baseline_cells", {}).get(src, {})
-            z, kr = c.get("zero_shot"), c.get(f"k{k}_ridge")
+            z = c.get("zero_shot")
             if not z:
                 continue
-            ke = c.get(f"k{k}_ridge_ensemble")
-            lines.append("| " + " | ".join([key.replace(">", " → "), name, str(z["n"]), _ms(z["predictor"]["spearman"]),
-                                            _ms(kr["predictor"]["spearman"]) if kr else "–"]
-                                           + [_ms(ke["predictor"]["spearman"]) if ke else "–"] * ens
+            lines.append("| " + " | ".join([key.replace(">", " → "), name, str(z["n"]), _ms(z["predictor"]["spearman"])]
+                                           + [_ms(c[p]["predictor"]["spearman"]) if c.get(p) else "–" for p in probes]
                                            + [_ms(z["synflow"]["spearman"]), _ms(z["jacov"]["spearman"])]) + " |")
     lines.append("")
     lines.append("Baselines on the target cells that have both values; the predictor re-scored on exactly those cells "
