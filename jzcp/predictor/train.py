@@ -43,7 +43,7 @@ Design choices (the paper, Han et al. SDM 2023, publishes no code; see ``referen
   standardised embeddings (:func:`kernel_ridge_loo`), kernel width and penalty both chosen by exact
   leave-one-out Spearman; it stores its training embeddings. Contrastive pre-training arranges which graphs lie
   close together, and a kernel probe reads that local geometry where a linear probe reads only directions:
-  K=50 on NB101 0.871 vs the linear probe's 0.831 (README, predictor section). For few labels (<=
+  K=50 on NB101 0.871 vs the linear probe's 0.831, NB301 0.817 vs 0.801, NB201 equal (README, predictor section). For few labels (<=
   :data:`KERNEL_MAX_ITEMS`).
 * **Training loop** (both stages): optax ``adamw`` with warm-up + cosine schedule and global-norm clipping;
   a dev split for early stopping (dev NT-Xent with fixed augmentation keys; dev MSE or negative Spearman
