@@ -361,9 +361,10 @@ def markdown(out: dict) -> str:
             z = c.get("zero_shot")
             if not z:
                 continue
-            lines.append("| " + " | ".join([key.replace(">", " → "), name, str(z["n"]), _ms(z["predictor"]["spearman"])]
-                                           + [_ms(c[p]["predictor"]["spearman"]) if c.get(p) else "–" for p in probes]
-                                           + [_ms(z["synflow"]["spearman"]), _ms(z["jacov"]["spearman"])]) + " |")
+            cells = [key.replace(">", " → "), name, str(z["n"]), _ms(z["predictor"]["spearman"])]
+            cells += [_ms(c[p]["predictor"]["spearman"]) if c.get(p) else "–" for p in probes]
+            cells += [_ms(z["synflow"]["spearman"]), _ms(z["jacov"]["spearman"])]
+            lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Baselines on the target cells that have both values; the predictor re-scored on exactly those cells "
                  f"(K={k}: on those of each seed's test cells; the proxies on the same test cells are in the JSON).")

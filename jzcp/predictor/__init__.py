@@ -29,7 +29,8 @@ _EXPORTS = {
     **{n: "model" for n in ("EncoderConfig", "GraphEncoder", "Predictor")},
     **{n: "train" for n in (
         "OP_CLASSES", "AugmentConfig", "FitConfig", "FitResult", "PretrainConfig", "PretrainResult", "augment",
-        "embed", "evaluate", "fit", "graphs_of", "kernel_ridge_loo", "kernel_ridge_predict", "load_checkpoint", "load_model", "make_batch", "normal_scores", "ntxent",
+        "embed", "evaluate", "fit", "graphs_of", "kernel_ridge_loo", "kernel_ridge_predict", "load_checkpoint",
+        "load_model", "make_batch", "normal_scores", "ntxent",
         "pairwise_rank_loss", "predict", "pretrain", "random_encoder", "rank_metrics", "ridge_loo", "save_checkpoint",
         "save_model", "standardise")},
     **{n: "families" for n in ("Family", "load_family", "load_families")},

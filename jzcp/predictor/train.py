@@ -43,8 +43,8 @@ Design choices (the paper, Han et al. SDM 2023, publishes no code; see ``referen
   standardised embeddings (:func:`kernel_ridge_loo`), kernel width and penalty both chosen by exact
   leave-one-out Spearman; it stores its training embeddings. Contrastive pre-training arranges which graphs lie
   close together, and a kernel probe reads that local geometry where a linear probe reads only directions:
-  K=50 on NB101 0.871 vs the linear probe's 0.831, NB301 0.817 vs 0.801, NB201 equal (README, predictor section). For few labels (<=
-  :data:`KERNEL_MAX_ITEMS`).
+  K=50 on NB101 0.871 vs the linear probe's 0.831, NB301 0.817 vs 0.801, NB201 equal (README, predictor
+  section). For few labels (<= :data:`KERNEL_MAX_ITEMS`).
 * **Training loop** (both stages): optax ``adamw`` with warm-up + cosine schedule and global-norm clipping;
   a dev split for early stopping (dev NT-Xent with fixed augmentation keys; dev MSE or negative Spearman
   when fitting); an atomic checkpoint (``tmp`` + ``os.replace``) after every epoch from which a run resumes
@@ -167,7 +167,8 @@ class FitConfig:
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
         if self.head in ("ridge", "kernel") and (self.mode != "frozen" or not self.adapt):
-            raise ValueError(f"head={self.head!r} needs mode='frozen' and adapt=True (it reads standardised embeddings)")
+            raise ValueError(f"head={self.head!r} needs mode='frozen' and adapt=True "
+                             "(it reads standardised embeddings)")
         for name in ("ridge_lambdas", "kernel_bandwidths", "kernel_lambdas"):
             if not getattr(self, name) or min(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be positive")
@@ -696,7 +697,7 @@ def kernel_ridge_loo(x: np.ndarray, y: np.ndarray, bandwidths: Sequence[float], 
             h = (u ** 2) @ d + 1.0 / n
             loo[i, j] = _spearman_np(y - r / np.maximum(1.0 - h, 1e-9), y)
     loo = np.round(loo, 6)
-    # ties go to the wider kernel, then to the larger penalty (the smoother fit)
+    # ties go to the later grid entry -- with ascending grids the wider kernel, then the larger penalty (smoother)
     flat = [(loo[i, j], i, j) for i in range(len(bandwidths)) for j in range(len(lambdas))]
     _, i, j = max(flat)
     bw, lam = float(bandwidths[i]), float(lambdas[j])
