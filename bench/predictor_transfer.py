@@ -222,6 +222,16 @@ def run(args) -> tuple[dict, dict[str, dict]]:
             rows.append(P.rank_metrics(preds[-1], y[te]))
         return _mean_std(rows), preds, tests
 
+    def probe_rows(row, prefix, encoders, name, saved=None):
+        """K-shot ridge and kernel probes on the first encoder and, with several, on all of them as an ensemble:
+        rows ``{prefix}k{K}_{probe}[_ensemble]``; their predictions and test cells go to ``saved`` if given."""
+        bases = [("", encoders[0])] + [("_ensemble", tuple(encoders))] * (len(encoders) > 1)
+        for probe, cfg in (("ridge", fit_ridge), ("kernel", fit_kernel)):
+            for suffix, base in bases:
+                row[f"{prefix}k{args.k}_{probe}{suffix}"], kp, kt = k_shot(name, [base] * args.seeds, cfg, args.k)
+                if saved is not None:
+                    saved |= {f"k_{probe}{suffix}": np.stack(kp), "k_test": np.stack(kt)}
+
     def zero_shot(models, name):
         f = fams[name]
         graphs, y = f.graphs(), f.targets
@@ -247,12 +257,7 @@ def run(args) -> tuple[dict, dict[str, dict]]:
         saved = {"targets": f_t.targets, "index": benchmark_index(f_t), "zero_shot": np.stack(preds)}
         if args.k:
             t = time.perf_counter()
-            for probe, cfg in (("ridge", fit_ridge), ("kernel", fit_kernel)):
-                row[f"k{args.k}_{probe}"], kp, kt = k_shot(target, [pre] * args.seeds, cfg, args.k)
-                saved |= {f"k_{probe}": np.stack(kp), "k_test": np.stack(kt)}
-                if len(pres) > 1:
-                    row[f"k{args.k}_{probe}_ensemble"], kp, _ = k_shot(target, [tuple(pres)] * args.seeds, cfg, args.k)
-                    saved[f"k_{probe}_ensemble"] = np.stack(kp)
+            probe_rows(row, "", pres, target, saved)
             row[f"k{args.k}_finetune"] = k_shot(target, models, fit_k, args.k)[0]
             row["k_shot_wall_s"] = round(time.perf_counter() - t, 1)
         row["baseline_cells"] = baseline_cells(target, saved, args)
@@ -263,11 +268,7 @@ def run(args) -> tuple[dict, dict[str, dict]]:
                        for s in range(args.seeds)]
             row["no_pretrain_zero_shot"], row["no_pretrain_zero_shot_ensemble"], _ = zero_shot(scratch, target)
             if args.k:
-                for probe, cfg in (("ridge", fit_ridge), ("kernel", fit_kernel)):
-                    row[f"no_pretrain_k{args.k}_{probe}"] = k_shot(target, [rnds[0]] * args.seeds, cfg, args.k)[0]
-                    if len(rnds) > 1:
-                        row[f"no_pretrain_k{args.k}_{probe}_ensemble"] = k_shot(
-                            target, [tuple(rnds)] * args.seeds, cfg, args.k)[0]
+                probe_rows(row, "no_pretrain_", rnds, target)
                 row[f"no_pretrain_k{args.k}_finetune"] = k_shot(target, scratch, fit_k, args.k)[0]
             row["no_pretrain_wall_s"] = round(time.perf_counter() - t, 1)
         out["transfer"][key] = row

@@ -772,30 +772,27 @@ def fit(graphs: Sequence[G.CompGraph], targets, config: FitConfig = FitConfig(),
         params = {**base, "reg_head": fresh["reg_head"]}
     cj = _config_json(cfg) + f"|{_config_json(enc)}|n={len(y)}"
 
-    if cfg.mode == "frozen" and cfg.head == "ridge":
+    if cfg.mode == "frozen" and cfg.head in ("ridge", "kernel"):  # closed-form probes on standardised embeddings
         if base is None:
-            raise ValueError("head='ridge' needs a pre-trained encoder")
+            raise ValueError(f"head={cfg.head!r} needs a pre-trained encoder")
         emb = standardise(embed(params, enc, graphs), gid)
-        w, b, lam, loo = ridge_loo(emb, yz, cfg.ridge_lambdas)
-        final = {**params, "ridge": {"w": np.asarray(w, np.float32), "b": np.float32(b)}}
-        hist = np.stack([np.asarray(cfg.ridge_lambdas), loo], 1)  # (lambda, leave-one-out Spearman) rows
+        if cfg.head == "ridge":
+            w, b, lam, loo = ridge_loo(emb, yz, cfg.ridge_lambdas)
+            final = {**params, "ridge": {"w": np.asarray(w, np.float32), "b": np.float32(b)}}
+            hist = np.stack([np.asarray(cfg.ridge_lambdas), loo], 1)  # (lambda, leave-one-out Spearman) rows
+            msg = f"ridge: lambda {lam:g}, leave-one-out Spearman {loo.max():.4f}"
+        else:
+            kr = kernel_ridge_loo(emb, yz, cfg.kernel_bandwidths, cfg.kernel_lambdas)
+            final = {**params, "kernel": {"x": emb.astype(np.float32),
+                                          **{k: np.asarray(kr[k], np.float32)
+                                             for k in ("alpha", "b", "bandwidth", "lambda", "col_mean", "all_mean")}}}
+            # (bandwidth, lambda, leave-one-out Spearman) rows
+            bw, lm = np.meshgrid(cfg.kernel_bandwidths, cfg.kernel_lambdas, indexing="ij")
+            hist = np.stack([bw.ravel(), lm.ravel(), kr["loo"].ravel()], 1)
+            msg = (f"kernel: bandwidth {kr['bandwidth']:g}, lambda {kr['lambda']:g}, "
+                   f"leave-one-out Spearman {kr['loo'].max():.4f}")
         if log:
-            log(f"ridge: lambda {lam:g}, leave-one-out Spearman {loo.max():.4f}")
-        return FitResult(final, enc, cfg, mean, std, hist, time.perf_counter() - t0)
-    if cfg.mode == "frozen" and cfg.head == "kernel":
-        if base is None:
-            raise ValueError("head='kernel' needs a pre-trained encoder")
-        emb = standardise(embed(params, enc, graphs), gid)
-        kr = kernel_ridge_loo(emb, yz, cfg.kernel_bandwidths, cfg.kernel_lambdas)
-        final = {**params, "kernel": {"x": emb.astype(np.float32),
-                                      **{k: np.asarray(kr[k], np.float32)
-                                         for k in ("alpha", "b", "bandwidth", "lambda", "col_mean", "all_mean")}}}
-        # (bandwidth, lambda, leave-one-out Spearman) rows
-        bw, lm = np.meshgrid(cfg.kernel_bandwidths, cfg.kernel_lambdas, indexing="ij")
-        hist = np.stack([bw.ravel(), lm.ravel(), kr["loo"].ravel()], 1)
-        if log:
-            log(f"kernel: bandwidth {kr['bandwidth']:g}, lambda {kr['lambda']:g}, "
-                f"leave-one-out Spearman {kr['loo'].max():.4f}")
+            log(msg)
         return FitResult(final, enc, cfg, mean, std, hist, time.perf_counter() - t0)
     if cfg.mode == "frozen":
         if base is None:
@@ -877,14 +874,14 @@ def predict(model: FitResult, graphs: Sequence[G.CompGraph], batch_size: int = 1
         return np.zeros((0,), np.float32)
     if model.config.adapt and len(graphs) < 2:
         raise ValueError("a model fitted with adapt=True predicts sets of graphs (>= 2) of one family")
-    if model.config.head == "ridge":
-        r = model.params["ridge"]
+    if model.config.head in ("ridge", "kernel"):
         emb = standardise(embed(model.params, model.encoder, graphs, batch_size), groups)
-        z = emb @ np.asarray(r["w"], np.float32) + np.float32(r["b"])
-    elif model.config.head == "kernel":
-        kp = model.params["kernel"]
-        emb = standardise(embed(model.params, model.encoder, graphs, batch_size), groups)
-        z = kernel_ridge_predict(kp, kp["x"], emb).astype(np.float32)
+        if model.config.head == "ridge":
+            r = model.params["ridge"]
+            z = emb @ np.asarray(r["w"], np.float32) + np.float32(r["b"])
+        else:
+            kp = model.params["kernel"]
+            z = kernel_ridge_predict(kp, kp["x"], emb).astype(np.float32)
     else:
         z = _predict_z(model.params, model.encoder, graphs, batch_size, adapt=model.config.adapt, groups=groups)
     return z * model.std + model.mean
