@@ -280,18 +280,13 @@ def _head_summary(model) -> dict:
     import numpy as np
 
     h = model.history
-    if model.config.head == "ridge":
-        best = len(h) - 1 - int(np.argmax(h[::-1, 1]))  # ties went to the larger penalty (ridge_loo)
-        return {"ridge_lambda": float(h[best, 0]), "ridge_loo_spearman": float(h[best, 1])}
-    if model.config.head == "kernel":
-        kp, cfg = model.params["kernel"], model.config
-
-        def grid_value(grid, v):  # the choice is stored as float32: report the grid value it came from
-            return min(grid, key=lambda g: abs(g - float(v)))
-
-        return {"kernel_bandwidth": grid_value(cfg.kernel_bandwidths, kp["bandwidth"]),
-                "kernel_lambda": grid_value(cfg.kernel_lambdas, kp["lambda"]),
-                "kernel_loo_spearman": float(np.max(h[:, 2]))}
+    if model.config.head in ("ridge", "kernel"):
+        # history rows: (grid values..., leave-one-out Spearman); on ties the fit took the later grid entry
+        best = h[len(h) - 1 - int(np.argmax(h[::-1, -1]))]
+        if model.config.head == "ridge":
+            return {"ridge_lambda": float(best[0]), "ridge_loo_spearman": float(best[1])}
+        return {"kernel_bandwidth": float(best[0]), "kernel_lambda": float(best[1]),
+                "kernel_loo_spearman": float(best[2])}
     return {"epochs_run": int(len(h)), "best_dev_neg_spearman": float(np.min(h[:, 1]))}
 
 
