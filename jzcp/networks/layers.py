@@ -66,6 +66,7 @@ is_leaf=is_tap)`` lists them; several records may share one name, sow appends th
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
@@ -259,6 +260,74 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1, dilation: int = 1, 
         x, kernel, (stride, stride), ((pad, pad), (pad, pad)), rhs_dilation=(dilation, dilation),
         dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups,
     )
+
+
+# --- a convolution for conditional branches -----------------------------------------------------------------
+#
+# XLA's CPU backend runs a convolution on its fast (Eigen) path only when its dimension numbers are canonical
+# (NHWC x HWIO -> NHWC), and rewrites the others into canonical ones only in the entry computation, not inside
+# the branches of a ``lax.cond`` / ``lax.switch``. JAX's own derivatives of a convolution are non-canonical
+# (the weight gradient contracts the batch), so inside a branch they ran 30-70x slower. ``branch_conv2d``'s
+# derivatives of every order are canonical convolutions: its VJP uses ``branch_conv2d`` and
+# ``_branch_weight_grad``, whose VJP uses ``branch_conv2d`` again. Custom VJPs admit no forward mode, so a
+# network built with it takes Hessian-vector products reverse-over-reverse (``ProxyNet.forward_mode``).
+
+
+def _conv_same(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    pad = (kernel.shape[0] - 1) // 2
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), ((pad, pad), (pad, pad)),
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _flip_transpose(kernel: jax.Array) -> jax.Array:
+    """The kernel of the input gradient: spatially flipped, input and output channels swapped. (The barrier
+    keeps XLA from folding the transpose back into the convolution's dimension numbers.)"""
+    return jax.lax.optimization_barrier(jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2))
+
+
+@jax.custom_vjp
+def branch_conv2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Stride-1 :func:`conv2d` of ``x`` (B, H, W, C_in) with an odd square ``kernel`` (k, k, C_in, C_out) ->
+    (B, H, W, C_out), padding ``(k - 1) // 2``; same values, but every derivative stays a canonical
+    convolution, so it is fast inside ``lax.cond`` / ``lax.switch`` branches on CPU (see above)."""
+    return _conv_same(x, kernel)
+
+
+def _branch_conv2d_fwd(x, kernel):
+    return branch_conv2d(x, kernel), (x, kernel)  # through itself, so a second derivative uses these rules too
+
+
+def _branch_conv2d_bwd(res, g):
+    x, kernel = res
+    return branch_conv2d(g, _flip_transpose(kernel)), _branch_weight_grad(x, g, kernel.shape[0])
+
+
+branch_conv2d.defvjp(_branch_conv2d_fwd, _branch_conv2d_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _branch_weight_grad(x: jax.Array, g: jax.Array, k: int) -> jax.Array:
+    """``d <branch_conv2d(x, W), g> / d W`` (k, k, C_in, C_out) as one canonical convolution: channels of ``x``
+    as its batch, the batch as the contracted features, ``g`` as a (H, W) kernel."""
+    pad = (k - 1) // 2
+    barrier = jax.lax.optimization_barrier  # the transposes must stay copies (see _flip_transpose)
+    lhs, rhs = barrier((x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3)))
+    w = jax.lax.conv_general_dilated(lhs, rhs, (1, 1), ((pad, pad), (pad, pad)),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return barrier(w).transpose(1, 2, 0, 3)
+
+
+def _branch_weight_grad_fwd(x, g, k):
+    return _branch_weight_grad(x, g, k), (x, g)
+
+
+def _branch_weight_grad_bwd(k, res, w_bar):
+    # <W(x, g), w_bar> = <branch_conv2d(x, w_bar), g>: bilinear in x and g.
+    x, g = res
+    return branch_conv2d(g, _flip_transpose(w_bar)), branch_conv2d(x, w_bar)
+
+
+_branch_weight_grad.defvjp(_branch_weight_grad_fwd, _branch_weight_grad_bwd)
 
 
 def avg_pool_3x3(x: jax.Array, stride: int = 1) -> jax.Array:

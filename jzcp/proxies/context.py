@@ -49,8 +49,8 @@ class Context:
 
     def __init__(self, net: Net, params, x: jax.Array, y: jax.Array, key: jax.Array, *, hvp: bool = False):
         """``hvp``: a Hessian-vector product of the CE will be asked for (grasp): the CE gradient pass is then
-        linearised once (``jax.linearize``), so the gradient and the Hessian-vector product share one primal
-        forward + backward instead of recomputing it inside a separate forward-over-reverse pass."""
+        linearised once (:meth:`_linearize_gradient`), so the gradient and the Hessian-vector product share one
+        primal forward + backward instead of recomputing it inside a separate pass."""
         self.net, self.params, self.y, self.key = net, params, y, key
         self.config = net.config
         self.x_data = x
@@ -125,7 +125,7 @@ class Context:
     def _passes(self):
         def run():
             if self.want_hvp:
-                g, hvp, aux = jax.linearize(self._gradient_pass, self.params, has_aux=True)
+                g, hvp, aux = self._linearize_gradient()
             else:
                 (g, aux), hvp = self._gradient_pass(self.params), None
             loss, logits, gp, taps, dx = aux
@@ -146,9 +146,17 @@ class Context:
         """``H v``, H the Hessian of the mean CE w.r.t. the parameters (``v`` like params). Linearised with the CE
         pass when the context was built with ``hvp=True``, else a separate forward-over-reverse pass."""
         lin = self._passes()[2]
-        if lin is not None:
-            return lin(v)
-        return jax.jvp(lambda p: self._gradient_pass(p)[0], (self.params,), (v,))[1]
+        if lin is None:
+            lin = self._linearize_gradient()[1]
+        return lin(v)
+
+    def _linearize_gradient(self):
+        """``(g, v -> H v, aux)`` of the CE gradient pass: forward-over-reverse, or reverse-over-reverse (the
+        VJP of the gradient, H being symmetric) for networks with custom-VJP ops (``spec.forward_mode``)."""
+        if self.net.spec.forward_mode:
+            return jax.linearize(self._gradient_pass, self.params, has_aux=True)
+        g, vjp, aux = jax.vjp(self._gradient_pass, self.params, has_aux=True)
+        return g, lambda v: vjp(v)[0], aux
 
     def block_input_grads(self) -> list[tuple[jax.Array, jax.Array, jax.Array]]:
         """``[(input, d sum(logits) / d input, live)]`` for every ReLU-Conv-BN block (stem excluded), in a fixed

@@ -37,6 +37,8 @@ class ProxyNet:
         arch_shape, arch_dtype: the architecture array every call takes.
         check_arch: ``arch -> None``, raising ``ValueError`` for a malformed concrete architecture (ids out of
             range, ...); the suite calls it before every call with a concrete architecture.
+        forward_mode: False when the network has custom-VJP ops (no forward-mode autodiff through them, e.g.
+            :func:`jzcp.networks.layers.branch_conv2d`): Hessian-vector products then go reverse-over-reverse.
     """
 
     name: str
@@ -49,6 +51,7 @@ class ProxyNet:
     arch_shape: tuple[int, ...]
     arch_dtype: Any = jnp.int32
     check_arch: Callable[[Any], None] | None = None
+    forward_mode: bool = True
 
     def bind(self, arch: jax.Array, config: ProxyConfig = ProxyConfig()) -> "Net":
         return Net(jnp.asarray(arch, self.arch_dtype), self, config)
@@ -95,11 +98,11 @@ class Net:
 
 def nb201_net(num_classes: int = 10, config: ProxyConfig = ProxyConfig(), *, channels: int = 16,
               cells_per_stage: int = 5, image_shape: tuple[int, int, int] = (32, 32, 3),
-              edge_dispatch: str = "select") -> ProxyNet:
+              edge_dispatch: str = "cond") -> ProxyNet:
     """The NAS-Bench-201 family (``arch`` = ``(6,)`` op ids) under ``config``'s init scheme and BN mode.
 
-    ``edge_dispatch``: see :class:`jzcp.networks.nb201.NB201Config` (``"select"`` is the fast one for the
-    gradient proxies on CPU)."""
+    ``edge_dispatch``: see :class:`jzcp.networks.nb201.NB201Config` (``"cond"``, the default, runs only the
+    cell's own ops: the fast one for scoring one architecture per call)."""
     from jzcp.networks import nb201
 
     cfg = nb201.NB201Config(channels=channels, cells_per_stage=cells_per_stage, num_classes=num_classes,
@@ -122,6 +125,7 @@ def _nb201_cached(cfg, image_shape) -> ProxyNet:
         image_shape=image_shape,
         arch_shape=(space.NUM_EDGES,),
         check_arch=space.format,  # raises ValueError naming a wrong shape or an op id outside 0..4
+        forward_mode=cfg.edge_dispatch != "cond",
     )
 
 
