@@ -1,7 +1,7 @@
 """Proxy throughput on NB201: architectures per second for the whole suite and for each proxy alone.
 
     python bench/proxy_throughput.py [--proxies nbsz|all|NAMES] [--cells 3] [--batch-size 64] [--no-alone]
-                                     [--out bench/out/proxy_throughput.json]
+                                     [--select-reference] [--out bench/out/proxy_throughput.json]
 
 For the full suite (every proxy of ``--proxies`` in one jitted call, sharing passes) and then for each proxy alone,
 one suite is compiled with the cell as a traced argument and run on ``--cells`` random NB201 cells after a warm-up
@@ -9,6 +9,9 @@ cell: the table gives the compile (+ first run) time, the steady seconds per cel
 included, as ``jzcp score`` pays it), cells per second, the XLA FLOPs of one call (cost analysis of the lowered
 suite; synflow's float64 work counts like float32 there) and the achieved FLOP/s as a ratio to a 2048x2048
 float32 matmul timed in the same process. ``hours_per_1000`` is what 1,000 cells cost at that rate.
+``--select-reference`` also times the full suite on the network whose edges compute every candidate op and
+select one (``edge_dispatch="select"``, the network before edges ran only their own op) on the same cells, and
+reports the speed-up of the default ``"cond"`` network as a ratio measured in the same process.
 """
 from __future__ import annotations
 
@@ -25,8 +28,8 @@ from jzcp.scoring import resolve_proxy_names
 from jzcp.spaces import nb201 as space
 
 
-def time_suite(names, config, cells, images, labels) -> dict:
-    spec = proxies.nb201_net(10, config)
+def time_suite(names, config, cells, images, labels, dispatch: str = "cond") -> dict:
+    spec = proxies.nb201_net(10, config, edge_dispatch=dispatch)
     suite = proxies.make_suite(spec, names, config)
     key = jax.random.key(config.seed)
     x64 = bool(config.synflow_float64 and "synflow" in names)
@@ -56,6 +59,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--no-alone", action="store_true", help="time only the full suite")
+    ap.add_argument("--select-reference", action="store_true",
+                    help="also time the full suite with edge_dispatch='select' (every candidate op runs)")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", default="bench/out/proxy_throughput.json")
     args = ap.parse_args()
@@ -64,12 +69,14 @@ def main() -> None:
     config = proxies.ProxyConfig(batch_size=args.batch_size, seed=args.seed)
     batch = data.image_batch("cifar10", args.batch_size, seed=args.seed, data_dir=args.data_dir)
     cells = list(np.asarray(space.sample(jax.random.key(0), args.cells + 1)))
-    runs = [(f"suite ({len(names)})", names)] + ([] if args.no_alone else [(n, (n,)) for n in names])
+    suite = f"suite ({len(names)})"
+    runs = [(suite, names, "cond")] + ([(f"{suite}, select", names, "select")] if args.select_reference else [])
+    runs += [] if args.no_alone else [(n, (n,), "cond") for n in names]
     rows = []
-    for label, ns in runs:
+    for label, ns, dispatch in runs:
         print(f"{label}: compiling and timing ...", flush=True)
-        r = time_suite(ns, config, cells, batch.images, batch.labels)
-        r["label"] = label
+        r = time_suite(ns, config, cells, batch.images, batch.labels, dispatch)
+        r["label"], r["edge_dispatch"] = label, dispatch
         rows.append(r)
         print(f"  compile+first {r['compile_plus_first_s']:.1f} s, steady {r['steady_s_per_cell']:.2f} s/cell",
               flush=True)
@@ -84,8 +91,13 @@ def main() -> None:
         print(f"{r['label']:<20}{r['compile_plus_first_s']:>14.1f}{r['steady_s_per_cell']:>9.2f}"
               f"{r['cells_per_s']:>9.3f}{r['hours_per_1000']:>8.2f}{r['xla_flops_per_call'] / 1e9:>12.1f}"
               f"{r['achieved_flops_per_s'] / 1e9:>9.1f}{r['ratio_to_matmul']:>10.3f}")
-    write_json(args.out, {"batch_size": args.batch_size, "matmul_gflops": matmul / 1e9,
-                          "backend": jax.default_backend(), "rows": rows})
+    result = {"batch_size": args.batch_size, "matmul_gflops": matmul / 1e9, "backend": jax.default_backend(),
+              "rows": rows}
+    if args.select_reference:
+        result["cond_speedup_vs_select"] = rows[1]["steady_s_per_cell"] / rows[0]["steady_s_per_cell"]
+        print(f"\nfull suite, edges running only their own op vs every candidate op: "
+              f"{result['cond_speedup_vs_select']:.2f}x faster on the same cells")
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":
