@@ -49,7 +49,7 @@ class Context:
 
     def __init__(self, net: Net, params, x: jax.Array, y: jax.Array, key: jax.Array, *, hvp: bool = False):
         """``hvp``: a Hessian-vector product of the CE will be asked for (grasp): the CE gradient pass is then
-        linearised once (:meth:`_linearize_gradient`), so the gradient and the Hessian-vector product share one
+        linearised once (:meth:`_gradient_and_hvp`), so the gradient and the Hessian-vector product share one
         primal forward + backward instead of recomputing it inside a separate pass."""
         self.net, self.params, self.y, self.key = net, params, y, key
         self.config = net.config
@@ -125,7 +125,7 @@ class Context:
     def _passes(self):
         def run():
             if self.want_hvp:
-                g, hvp, aux = self._linearize_gradient()
+                g, hvp, aux = self._gradient_and_hvp()
             else:
                 (g, aux), hvp = self._gradient_pass(self.params), None
             loss, logits, gp, taps, dx = aux
@@ -144,13 +144,13 @@ class Context:
 
     def hvp(self, v):
         """``H v``, H the Hessian of the mean CE w.r.t. the parameters (``v`` like params). Linearised with the CE
-        pass when the context was built with ``hvp=True``, else a separate forward-over-reverse pass."""
+        pass when the context was built with ``hvp=True``, else from a separate pass."""
         lin = self._passes()[2]
         if lin is None:
-            lin = self._linearize_gradient()[1]
+            lin = self._gradient_and_hvp()[1]
         return lin(v)
 
-    def _linearize_gradient(self):
+    def _gradient_and_hvp(self):
         """``(g, v -> H v, aux)`` of the CE gradient pass: forward-over-reverse, or reverse-over-reverse (the
         VJP of the gradient, H being symmetric) for networks with custom-VJP ops (``spec.forward_mode``)."""
         if self.net.spec.forward_mode:
