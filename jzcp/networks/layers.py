@@ -273,12 +273,6 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1, dilation: int = 1, 
 # network built with it takes Hessian-vector products reverse-over-reverse (``ProxyNet.forward_mode``).
 
 
-def _conv_same(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    pad = (kernel.shape[0] - 1) // 2
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), ((pad, pad), (pad, pad)),
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
 def _flip_transpose(kernel: jax.Array) -> jax.Array:
     """The kernel of the input gradient: spatially flipped, input and output channels swapped. (The barrier
     keeps XLA from folding the transpose back into the convolution's dimension numbers.)"""
@@ -290,7 +284,7 @@ def branch_conv2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """Stride-1 :func:`conv2d` of ``x`` (B, H, W, C_in) with an odd square ``kernel`` (k, k, C_in, C_out) ->
     (B, H, W, C_out), padding ``(k - 1) // 2``; same values, but every derivative stays a canonical
     convolution, so it is fast inside ``lax.cond`` / ``lax.switch`` branches on CPU (see above)."""
-    return _conv_same(x, kernel)
+    return conv2d(x, kernel)
 
 
 def _branch_conv2d_fwd(x, kernel):
