@@ -52,7 +52,8 @@ class NB201Config:
     candidate (the conv as a 3x3 conv with a zero kernel when the op is not a conv, and the pool) and selects
     the op's output -- for ``vmap`` over architectures, which turns a switch into a select of all its branches
     anyway, and for forward-mode autodiff. Same values either way (float32 rounding); the 13 NAS-Bench-Suite-Zero
-    proxies cost ~2.5 s per cell with ``"cond"``, ~7 s with ``"select"`` (2-core CPU, batch 64).
+    proxies cost ~2.9 s per cell on average with ``"cond"`` (3.5-6.4 s on conv-heavy cells), ~7 s with
+    ``"select"`` (2-core CPU, batch 64; README, throughput section).
     """
 
     channels: int = 16
